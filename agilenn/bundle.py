@@ -1,0 +1,173 @@
+"""The bundle: what the partitioner writes and the device and cloud read.
+
+A bundle is a folder holding `device.onnx` (raw input -> local logits + remote indices),
+`remote.onnx` (remote indices -> remote logits), optionally `reference.onnx` (the unsplit
+reference model, for evaluation), and `manifest.json` described by `Manifest`.
+
+The bundle hash covers everything that decides a prediction (the ONNX files, the codec
+tables, the centroids, the mixing weight, the input spec), not the training log, so two
+sides that agree on it compute the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agilenn.codec import Codec, codec_from_manifest
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DEVICE_MODEL = "device.onnx"
+REMOTE_MODEL = "remote.onnx"
+REFERENCE_MODEL = "reference.onnx"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, malformed or does not match its own hash."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    shape: tuple[int, int, int] = Field(description="(C, H, W) of one sample")
+    dtype: str = Field("float32", description="dtype device.onnx takes; values are raw pixel levels 0..255")
+    mean: float = Field(description="normalisation applied inside device.onnx: (x/255 - mean)/std")
+    std: float
+
+
+class SplitSpec(_Strict):
+    feature_shape: tuple[int, int, int]
+    local_channels: int
+    remote_channels: int
+
+
+class QuantizerSpec(_Strict):
+    levels: int
+    centroids: list[float]
+
+
+class MixingSpec(_Strict):
+    alpha_local: float = Field(ge=0.0, le=1.0, description="mixed = alpha*local + (1-alpha)*remote logits")
+
+
+class Manifest(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    bundle_hash: str = ""
+    name: str
+    input: InputSpec
+    labels: list[str]
+    split: SplitSpec
+    quantizer: QuantizerSpec
+    codec: dict[str, Any]
+    mixing: MixingSpec
+    files: dict[str, str]
+    device_macs: int
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def _hashed_part(manifest: Manifest) -> dict[str, Any]:
+    data = manifest.model_dump(mode="json")
+    return {k: data[k] for k in ("schema_version", "input", "labels", "split", "quantizer", "codec", "mixing")}
+
+
+def compute_bundle_hash(folder: Path, manifest: Manifest) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_hashed_part(manifest), sort_keys=True).encode())
+    for role in sorted(manifest.files):
+        if role == "checkpoint":
+            continue  # torch weights only serve offline analysis; predictions come from the ONNX files
+        digest.update(role.encode())
+        digest.update((folder / manifest.files[role]).read_bytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
+    """Stamp the manifest with its bundle hash and write it; returns the stamped manifest."""
+    stamped = manifest.model_copy(update={"bundle_hash": compute_bundle_hash(folder, manifest)})
+    (folder / MANIFEST_NAME).write_text(json.dumps(stamped.model_dump(mode="json"), indent=1) + "\n")
+    return stamped
+
+
+class Bundle:
+    """A loaded, verified bundle. ONNX Runtime sessions are created on first use."""
+
+    def __init__(self, folder: str | Path, verify: bool = True) -> None:
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST_NAME
+        if not path.exists():
+            raise BundleError(f"{self.folder} is not a bundle: {MANIFEST_NAME} not found")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{path} is not valid JSON: {exc}") from None
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"{path}: schema_version {version!r} is not supported (this agilenn reads {SCHEMA_VERSION})")
+        try:
+            self.manifest = Manifest.model_validate(raw)
+        except Exception as exc:
+            raise BundleError(f"{path} does not describe a bundle: {exc}") from None
+        for role, name in self.manifest.files.items():
+            if not (self.folder / name).exists():
+                raise BundleError(f"{self.folder}: the {role} file {name} is missing")
+        if verify:
+            actual = compute_bundle_hash(self.folder, self.manifest)
+            if actual != self.manifest.bundle_hash:
+                raise BundleError(
+                    f"{self.folder}: contents hash to {actual} but the manifest says {self.manifest.bundle_hash}; "
+                    "the bundle was modified after export"
+                )
+        self.codec: Codec = codec_from_manifest(self.manifest.codec)
+        self.centroids = np.asarray(self.manifest.quantizer.centroids, dtype=np.float32)
+        self._sessions: dict[str, Any] = {}
+
+    @property
+    def bundle_hash(self) -> str:
+        return self.manifest.bundle_hash
+
+    @property
+    def remote_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.manifest.split.feature_shape
+        return (self.manifest.split.remote_channels, height, width)
+
+    def has(self, role: str) -> bool:
+        return role in self.manifest.files
+
+    def session(self, role: str, threads: int = 1):
+        """An ONNX Runtime session for `device`, `remote` or `reference`."""
+        if role not in self._sessions:
+            if not self.has(role):
+                raise BundleError(f"{self.folder} has no {role} model")
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._sessions[role] = ort.InferenceSession(
+                str(self.folder / self.manifest.files[role]), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[role]
+
+    def mix(self, local_logits: np.ndarray, remote_logits: np.ndarray) -> np.ndarray:
+        alpha = self.manifest.mixing.alpha_local
+        return alpha * local_logits + (1.0 - alpha) * remote_logits
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 or float images, (N, C, H, W) or one (C, H, W), to device.onnx's input."""
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        expected = tuple(self.manifest.input.shape)
+        if images.shape[1:] != expected:
+            raise BundleError(f"input shaped {images.shape[1:]} per sample, the bundle takes {expected}")
+        return images.astype(np.float32, copy=False)

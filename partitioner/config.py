@@ -1,0 +1,106 @@
+"""One typed config per experiment, read from YAML. Differences between experiments are data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkSpec(_Strict):
+    name: str = Field(description="a name in the network registry (partitioner.registry)")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Networks(_Strict):
+    extractor: NetworkSpec
+    local: NetworkSpec
+    remote: NetworkSpec
+    reference: NetworkSpec = Field(description="the reference head; frozen, it is the XAI evaluator")
+
+
+class Optimiser(_Strict):
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+class Augment(_Strict):
+    max_shift_px: int = Field(2, ge=0)
+    horizontal_flip: bool = True
+
+
+class Importance(_Strict):
+    steps: int = Field(1, ge=1, description="IG steps during training; 1 is the paper's one-interval trapezoid")
+
+
+class Remap(_Strict):
+    samples: int = Field(10000, ge=1, description="training samples Algorithm 1 counts top-k memberships over")
+
+
+class Joint(Optimiser):
+    lam: float = Field(0.8, gt=0, le=1, description="loss = lam*CE + (1-lam)*(skewness + disorder)")
+    rho: float = Field(0.8, gt=0, lt=1, description="skewness target")
+    local_loss_weight: float = Field(0.0, ge=0, description="extra CE on the local logits alone")
+    remote_loss_weight: float = Field(0.0, ge=0, description="extra CE on the remote logits alone")
+    mixing_temperature: float = Field(4.0, gt=0, description="alpha = sigmoid(w / T)")
+
+
+class Quantizer(_Strict):
+    levels: int = Field(4, ge=2, le=256)
+    softness: float = Field(1.0, gt=0, description="temperature of the soft assignment")
+    init_centroids: list[float] | None = Field(None, description="initial centroids in (0, 6)")
+
+    @model_validator(mode="after")
+    def _check_init(self) -> "Quantizer":
+        if self.init_centroids is not None:
+            if len(self.init_centroids) != self.levels:
+                raise ValueError(f"init_centroids has {len(self.init_centroids)} values for {self.levels} levels")
+            if not all(0 < c < 6 for c in self.init_centroids):
+                raise ValueError("init_centroids must lie strictly inside (0, 6)")
+        return self
+
+
+class Export(_Strict):
+    codec: Literal["range-v1", "bitpack-v1", "zlib-v1"] = "range-v1"
+    verify_samples: int = Field(2000, ge=1)
+    logits_atol: float = Field(1e-3, gt=0, description="largest |ONNX Runtime - PyTorch| logit difference allowed")
+    index_mismatch_share: float = Field(1e-3, ge=0, description="share of remote indices allowed to differ (float ties)")
+
+
+class PartitionConfig(_Strict):
+    name: str
+    seed: int = 0
+    dataset: str
+    mean: float = Field(description="input normalisation: (x/255 - mean)/std")
+    std: float = Field(gt=0)
+    local_channels: int = Field(ge=1, description="k: the first k extractor channels stay on the device")
+    networks: Networks
+    quantizer: Quantizer = Quantizer()
+    augment: Augment = Augment()
+    importance: Importance = Importance()
+    reference_training: Optimiser
+    remap: Remap = Remap()
+    joint_training: Joint
+    export: Export = Export()
+    train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
+    test_limit: int | None = Field(None, ge=1)
+    threads: int = Field(2, ge=1)
+
+
+def load_config(path: str | Path) -> PartitionConfig:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config {path} not found")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
+    return PartitionConfig.model_validate(data)

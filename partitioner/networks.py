@@ -1,0 +1,80 @@
+"""Built-in networks: a tiny separable extractor, a small local head, a convolutional remote head."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from partitioner.registry import register_network
+
+
+def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+             activation: type[nn.Module] = nn.ReLU6) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+        activation(),
+    ]
+
+
+@register_network("separable-extractor")
+class SeparableExtractor(nn.Sequential):
+    """conv3x3/2 -> depthwise 3x3/2 -> pointwise, each with BN and ReLU6 (the paper's shape).
+
+    ReLU6 keeps features in [0, 6], the range of the quantizer's centroids.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 12, width: int = 24) -> None:
+        super().__init__(
+            *_conv_bn(in_channels, width, 3, stride=2),
+            *_conv_bn(width, width, 3, stride=2, groups=width),
+            *_conv_bn(width, out_channels, 1),
+        )
+
+
+@register_network("mlp-head")
+class MlpHead(nn.Sequential):
+    """Flatten -> dense -> BN -> ReLU -> dense: keeps where a feature fires, at a few thousand MACs."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial: int, hidden: int = 64, dropout: float = 0.0) -> None:
+        super().__init__(
+            nn.Flatten(),
+            nn.Linear(in_channels * spatial, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+
+@register_network("gap-head")
+class GapHead(nn.Sequential):
+    """The paper's local predictor: global average pool -> dense -> BN."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial: int = 0) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes), nn.BatchNorm1d(num_classes))
+
+
+@register_network("conv-head")
+class ConvHead(nn.Sequential):
+    """Stacked 3x3 convs (stride per layer) -> flatten or average pool -> dropout -> dense."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial: int, widths: tuple[int, ...] = (64, 128, 128),
+                 strides: tuple[int, ...] | None = None, pool: str = "flatten", dropout: float = 0.2) -> None:
+        strides = tuple(strides) if strides is not None else (1,) * len(widths)
+        if len(strides) != len(widths):
+            raise ValueError(f"conv-head: {len(widths)} widths but {len(strides)} strides")
+        if pool not in ("flatten", "average"):
+            raise ValueError(f"conv-head: pool must be 'flatten' or 'average', got {pool!r}")
+        layers: list[nn.Module] = []
+        channels, side = in_channels, int(round(spatial ** 0.5))
+        for width, stride in zip(widths, strides):
+            layers += _conv_bn(channels, width, 3, stride=stride, activation=nn.ReLU)
+            channels, side = width, (side + stride - 1) // stride
+        if pool == "average":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            flat = channels
+        else:
+            layers += [nn.Flatten()]
+            flat = channels * side * side
+        layers += [nn.Dropout(dropout), nn.Linear(flat, num_classes)]
+        super().__init__(*layers)

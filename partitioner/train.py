@@ -1,0 +1,268 @@
+"""The one training driver: reference pre-training, channel remapping, joint training.
+
+State lives in a run folder: `checkpoint.pt` (written after every epoch and stage, so a
+stopped run resumes where it was) and `metrics.jsonl` (one line per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from agilenn.datasets import Dataset, load_dataset
+from partitioner.config import Optimiser, PartitionConfig
+from partitioner.data import augment, batches, to_tensors
+from partitioner.importance import channel_importance, disorder_loss, integrated_gradients, skewness, skewness_loss
+from partitioner.model import AgileNN
+from partitioner.remap import permute_input_channels, permute_output_channels, remap_order
+
+log = logging.getLogger(__name__)
+
+STAGES = ("reference", "remap", "joint", "done")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    model: AgileNN
+    reference_extractor: nn.Module  # the extractor as pre-trained, before joint training changed it
+    dataset: Dataset
+    run_dir: Path
+
+
+def _optimiser(params, spec: Optimiser, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+
+
+class Trainer:
+    def __init__(self, config: PartitionConfig, run_dir: str | Path, dataset: Dataset | None = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        torch.manual_seed(config.seed)
+        torch.set_num_threads(config.threads)
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        self.train_x, self.train_y = to_tensors(self.dataset.train, config.mean, config.std, config.train_limit)
+        self.test_x, self.test_y = to_tensors(self.dataset.test, config.mean, config.std, config.test_limit)
+        self.background = -config.mean / config.std
+        self.model = AgileNN(config, self.dataset.input_shape, self.dataset.num_classes)
+        self.reference_extractor: nn.Module | None = None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.stage, self.epoch = "reference", 0
+        self.opt_state: dict[str, Any] | None = None
+        self._load()
+
+    # ---- state -------------------------------------------------------------------------
+    def _load(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if _training_part(state["config"]) != _training_part(self.config.model_dump(mode="json")):
+            raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
+        self.model.load_state_dict(state["model"])
+        if state["reference_extractor"] is not None:
+            self.reference_extractor = copy.deepcopy(self.model.extractor)
+            self.reference_extractor.load_state_dict(state["reference_extractor"])
+        self.stage, self.epoch, self.opt_state = state["stage"], state["epoch"], state["optimiser"]
+        self.generator.set_state(state["generator"])
+        log.info("resuming %s at stage %s, epoch %d", self.run_dir, self.stage, self.epoch)
+
+    def _save(self, optimiser=None, scheduler=None) -> None:
+        state = {
+            "config": self.config.model_dump(mode="json"),
+            "model": self.model.state_dict(),
+            "reference_extractor": None if self.reference_extractor is None else self.reference_extractor.state_dict(),
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "optimiser": None if optimiser is None else {"opt": optimiser.state_dict(), "sched": scheduler.state_dict()},
+            "generator": self.generator.get_state(),
+        }
+        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.run_dir / CHECKPOINT)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 1), **record}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("%s", record)
+        if self.progress:
+            tqdm.write(json.dumps(record))
+
+    def _batches(self):
+        aug = self.config.augment
+        for x, y in batches(self.train_x, self.train_y, self._batch_size, self.generator):
+            yield augment(x, aug.max_shift_px, aug.horizontal_flip, self.generator, self.background), y
+
+    # ---- stages ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        started = time.time()
+        if self.stage == "reference":
+            self._train_reference()
+        if self.stage == "remap":
+            self._remap()
+        if self.stage == "joint":
+            self._train_joint()
+        self._log({"stage": "done", "seconds_this_run": round(time.time() - started, 1)})
+        assert self.reference_extractor is not None
+        return TrainResult(self.model, self.reference_extractor, self.dataset, self.run_dir)
+
+    def _resume_optimiser(self, params, spec: Optimiser):
+        steps = spec.epochs * math.ceil(len(self.train_y) / spec.batch_size)
+        optimiser, scheduler = _optimiser(params, spec, steps)
+        if self.opt_state is not None:
+            optimiser.load_state_dict(self.opt_state["opt"])
+            scheduler.load_state_dict(self.opt_state["sched"])
+            self.opt_state = None
+        return optimiser, scheduler
+
+    def _train_reference(self) -> None:
+        spec = self.config.reference_training
+        self._batch_size = spec.batch_size
+        m = self.model
+        params = list(m.extractor.parameters()) + list(m.evaluator.parameters())
+        optimiser, scheduler = self._resume_optimiser(params, spec)
+        while self.epoch < spec.epochs:
+            m.train()
+            seen = correct = 0
+            loss_sum = 0.0
+            bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
+                       desc=f"reference {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
+            for x, y in bar:
+                logits = m.reference_logits(x)
+                loss = F.cross_entropy(logits, y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                seen += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(y)
+            self.epoch += 1
+            self._log({"stage": "reference", "epoch": self.epoch, "train_loss": loss_sum / seen,
+                       "train_accuracy": correct / seen, "test_accuracy": self.evaluate_reference()})
+            self._save(optimiser, scheduler)
+        self.reference_extractor = copy.deepcopy(m.extractor)
+        self.stage, self.epoch = "remap", 0
+        self._save()
+
+    def _remap(self) -> None:
+        m = self.model
+        m.eval()
+        count = min(self.config.remap.samples, len(self.train_y))
+        importance = []
+        for x, y in batches(self.train_x[:count], self.train_y[:count], 500):
+            features = m.extractor(x).detach()
+            importance.append(channel_importance(integrated_gradients(m.evaluator, features, y, self.config.importance.steps)))
+        per_channel = torch.cat(importance)
+        k = self.config.local_channels
+        before = float(skewness_of(per_channel, k))
+        order = remap_order(per_channel, k)
+        permute_output_channels(m.extractor, order)
+        permute_input_channels(m.evaluator, order)
+        self.reference_extractor = copy.deepcopy(m.extractor)
+        after = float(skewness_of(per_channel[:, order], k))
+        self._log({"stage": "remap", "order": order.tolist(), "skewness_before": before, "skewness_after": after,
+                   "test_accuracy_reference": self.evaluate_reference()})
+        self.stage, self.epoch = "joint", 0
+        self._save()
+
+    def _train_joint(self) -> None:
+        spec = self.config.joint_training
+        self._batch_size = spec.batch_size
+        m = self.model
+        k = self.config.local_channels
+        for p in m.evaluator.parameters():
+            p.requires_grad_(False)
+        params = [p for name, p in m.named_parameters() if not name.startswith("evaluator.")]
+        optimiser, scheduler = self._resume_optimiser(params, spec)
+        while self.epoch < spec.epochs:
+            m.train()
+            m.evaluator.eval()  # frozen, BN statistics included
+            totals = {"ce": 0.0, "skewness": 0.0, "disorder": 0.0, "correct": 0, "correct_local": 0}
+            seen = 0
+            bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
+                       desc=f"joint {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
+            for x, y in bar:
+                features = m.extractor(x)
+                importance = integrated_gradients(m.evaluator, features, y, self.config.importance.steps,
+                                                  create_graph=True)
+                out = m.split(features)
+                ce = F.cross_entropy(out.mixed_logits, y)
+                aux = spec.local_loss_weight * F.cross_entropy(out.local_logits, y) \
+                    + spec.remote_loss_weight * F.cross_entropy(out.remote_logits, y)
+                skew = skewness_loss(importance, k, spec.rho)
+                disorder = disorder_loss(importance, k)
+                loss = spec.lam * (ce + aux) + (1 - spec.lam) * (skew + disorder)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                n = len(y)
+                seen += n
+                totals["ce"] += float(ce.detach()) * n
+                totals["skewness"] += float(skewness(importance.detach(), k).sum())
+                totals["disorder"] += float(disorder.detach()) * n
+                totals["correct"] += int((out.mixed_logits.argmax(1) == y).sum())
+                totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
+                bar.set_postfix(acc=totals["correct"] / seen, skew=totals["skewness"] / seen)
+            self.epoch += 1
+            record = {"stage": "joint", "epoch": self.epoch,
+                      "train_ce": totals["ce"] / seen, "train_skewness": totals["skewness"] / seen,
+                      "train_disorder": totals["disorder"] / seen, "train_accuracy": totals["correct"] / seen,
+                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": float(m.alpha())}
+            record.update(self.evaluate_split())
+            self._log(record)
+            self._save(optimiser, scheduler)
+        self.stage, self.epoch = "done", 0
+        self._save()
+
+    # ---- quick test-set checks (the bundle's numbers come from `agilenn evaluate`) ---------
+    @torch.no_grad()
+    def evaluate_reference(self) -> float:
+        self.model.eval()
+        correct = sum(int((self.model.reference_logits(x).argmax(1) == y).sum())
+                      for x, y in batches(self.test_x, self.test_y, 1000))
+        return correct / len(self.test_y)
+
+    def evaluate_split(self) -> dict[str, float]:
+        m = self.model
+        m.eval()
+        k = self.config.local_channels
+        correct = correct_local = correct_remote = 0
+        skew_sum = 0.0
+        for x, y in batches(self.test_x, self.test_y, 1000):
+            with torch.no_grad():
+                features = m.extractor(x)
+                out = m.split(features)
+            skew_sum += float(skewness(integrated_gradients(m.evaluator, features, y, 1), k).sum())
+            correct += int((out.mixed_logits.argmax(1) == y).sum())
+            correct_local += int((out.local_logits.argmax(1) == y).sum())
+            correct_remote += int((out.remote_logits.argmax(1) == y).sum())
+        n = len(self.test_y)
+        return {"test_accuracy": correct / n, "test_accuracy_local": correct_local / n,
+                "test_accuracy_remote": correct_remote / n, "test_skewness": skew_sum / n}
+
+
+def _training_part(config: dict[str, Any]) -> dict[str, Any]:
+    """The config keys a checkpoint depends on (export settings may change between runs)."""
+    return {key: value for key, value in config.items() if key not in ("export", "threads")}
+
+
+def skewness_of(per_channel: torch.Tensor, k: int) -> torch.Tensor:
+    return (per_channel[:, :k].sum(1) / (per_channel.sum(1) + 1e-9)).mean()
