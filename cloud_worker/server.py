@@ -1,0 +1,337 @@
+"""One cloud worker: a grpc.aio server answering `agilenn.v1.Inference` with remote.onnx.
+
+`create_server(bundle, config, address)` builds it without Ray, so tests and benchmarks
+run it directly; `cloud_worker.service` hosts one inside each Ray worker actor.
+
+A request's indices are decoded with the bundle's codec in the handler (so a bad payload
+gets INVALID_ARGUMENT for that request alone), then queued for the micro-batcher, which
+runs remote.onnx on whatever has queued up to `max_batch_size`, waiting at most
+`max_batch_wait_ms` for more once a batch has its first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agilenn.bundle import Bundle
+from agilenn.codec import CODEC_IDS, PayloadError
+from agilenn.v1 import inference_pb2, inference_pb2_grpc
+from agilenn.v1.tensors import raw_tensor, unknown_field_numbers
+from cloud_worker.config import WorkerConfig
+from cloud_worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+_OK = grpc.StatusCode.OK
+
+
+class RequestError(Exception):
+    """A request this worker refuses; `code` is the gRPC status it answers with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class MicroBatcher:
+    """Collects concurrent requests into remote.onnx calls. Runs in the server's event loop."""
+
+    def __init__(self, session, config: WorkerConfig, metrics: WorkerMetrics) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._max_batch = config.max_batch_size
+        self._max_wait_s = config.max_batch_wait_ms / 1000.0
+        self._metrics = metrics
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def submit(self, indices: np.ndarray) -> asyncio.Future:
+        """Queue one sample's indices; the future resolves to (logits row, batch size)."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((indices, future))
+        return future
+
+    async def _collect(self) -> list:
+        queue = self._queue
+        batch = [await queue.get()]
+        while len(batch) < self._max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        if self._max_wait_s > 0 and len(batch) < self._max_batch:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._max_wait_s
+            while len(batch) < self._max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            batch = [(x, f) for x, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                inputs = np.stack([x for x, _ in batch])
+                logits = self._session.run(None, {self._input: inputs})[0]
+            except Exception as exc:  # a model failure answers the batch, it does not stop the worker
+                log.exception("remote.onnx failed on a batch of %d", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RequestError(grpc.StatusCode.INTERNAL, f"remote model failed: {exc}"))
+                continue
+            self._metrics.compute.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(len(batch))
+            size = len(batch)
+            for row, (_, future) in zip(logits, batch):
+                if not future.done():
+                    future.set_result((row, size))
+            # let the handlers run before the next batch is collected
+            await asyncio.sleep(0)
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, bundle: Bundle, config: WorkerConfig, worker_id: str, metrics: WorkerMetrics,
+                 endpoints: Callable[[], list[str]]) -> None:
+        self.bundle = bundle
+        self.config = config
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self._endpoints = endpoints
+        self._codec = bundle.codec
+        self._remote_shape = tuple(bundle.remote_shape)
+        self.batcher = MicroBatcher(bundle.session("remote", threads=config.onnx_threads), config, metrics)
+        self._readers: set[asyncio.Task] = set()
+        self.draining = False
+
+    # -- request handling shared by the unary and streaming calls --
+
+    def _decode(self, request: inference_pb2.InferRequest) -> np.ndarray:
+        unknown = unknown_field_numbers(request)
+        if unknown:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request carries field numbers {sorted(unknown)} that agilenn.v1.InferRequest does not define; "
+                "the device speaks a different version of the wire contract")
+        if request.bundle_hash != self.bundle.bundle_hash:
+            if not request.bundle_hash:
+                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"request names no bundle_hash; this worker serves {self.bundle.bundle_hash}")
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"bundle mismatch: the request was computed with {request.bundle_hash} "
+                f"but this worker serves {self.bundle.bundle_hash}")
+        features = request.features
+        codec = features.codec
+        if codec != self._codec.codec_id:
+            known = ", ".join(CODEC_IDS)
+            what = "is known but" if codec in CODEC_IDS else f"is not a known codec ({known}) and"
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"features codec {codec!r} {what} this bundle's payloads use {self._codec.codec_id!r}")
+        shape = tuple(features.shape)
+        if shape != self._remote_shape:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"features shaped {shape}, but this bundle's remote indices are shaped {self._remote_shape}")
+        try:
+            return self._codec.decode(features.data)
+        except PayloadError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"features payload: {exc}") from None
+
+    def _response(self, request_id: int, started: float, future: asyncio.Future) -> inference_pb2.InferResponse:
+        try:
+            row, size = future.result()
+        except RequestError as exc:
+            return self._error(request_id, started, exc, "InferStream")
+        elapsed = time.perf_counter() - started
+        self.metrics.latency.observe(elapsed)
+        self.metrics.requests(rpc="InferStream", code="OK").inc()
+        return inference_pb2.InferResponse(
+            request_id=request_id, logits=raw_tensor(row), status=inference_pb2.Status(code=0),
+            server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
+
+    def _error(self, request_id: int, started: float, exc: RequestError, rpc: str) -> inference_pb2.InferResponse:
+        self.metrics.requests(rpc=rpc, code=exc.code.name).inc()
+        self.metrics.errors.labels(code=exc.code.name).inc()
+        return inference_pb2.InferResponse(
+            request_id=request_id, status=inference_pb2.Status(code=exc.code.value[0], message=exc.message),
+            server_ms=(time.perf_counter() - started) * 1000.0, worker_id=self.worker_id)
+
+    # -- RPCs --
+
+    async def Infer(self, request, context):
+        started = time.perf_counter()
+        try:
+            if self.draining:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, f"worker {self.worker_id} is shutting down")
+            indices = self._decode(request)
+            row, size = await self.batcher.submit(indices)
+        except RequestError as exc:
+            self._error(request.request_id, started, exc, "Infer")
+            await context.abort(exc.code, exc.message)
+        elapsed = time.perf_counter() - started
+        self.metrics.latency.observe(elapsed)
+        self.metrics.requests(rpc="Infer", code="OK").inc()
+        return inference_pb2.InferResponse(
+            request_id=request.request_id, logits=raw_tensor(row), status=inference_pb2.Status(code=0),
+            server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
+
+    async def InferStream(self, request_iterator, context):
+        out: asyncio.Queue = asyncio.Queue()
+        done_reading = object()
+        pending = 0
+
+        def answer(request_id: int, started: float, future: asyncio.Future) -> None:
+            out.put_nowait(self._response(request_id, started, future))
+
+        failure: list[BaseException] = []
+
+        async def read() -> None:
+            nonlocal pending
+            try:
+                async for request in request_iterator:
+                    started = time.perf_counter()
+                    pending += 1
+                    try:
+                        indices = self._decode(request)
+                    except RequestError as exc:
+                        out.put_nowait(self._error(request.request_id, started, exc, "InferStream"))
+                        continue
+                    future = self.batcher.submit(indices)
+                    future.add_done_callback(
+                        lambda f, rid=request.request_id, t=started: answer(rid, t, f))
+            except asyncio.CancelledError:
+                pass  # draining: stop reading, keep answering
+            except Exception as exc:  # the client's side of the stream broke
+                failure.append(exc)
+            finally:
+                out.put_nowait(done_reading)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        self._readers.add(reader)
+        self.metrics.streams.inc()
+        reading = True
+        try:
+            while reading or pending:
+                item = await out.get()
+                if item is done_reading:
+                    reading = False
+                    continue
+                pending -= 1
+                yield item
+            if failure:
+                raise failure[0]
+        finally:
+            self.metrics.streams.dec()
+            self._readers.discard(reader)
+            reader.cancel()
+
+    async def GetServiceInfo(self, request, context):
+        manifest = self.bundle.manifest
+        spec = manifest.input
+        return inference_pb2.ServiceInfo(
+            bundle_hash=self.bundle.bundle_hash, bundle_name=manifest.name,
+            input=inference_pb2.InputSpec(shape=spec.shape, dtype=spec.dtype, mean=spec.mean, std=spec.std),
+            codec=self._codec.codec_id, remote_shape=self._remote_shape, num_classes=len(manifest.labels),
+            endpoints=self._endpoints(), worker_id=self.worker_id, max_message_bytes=self.config.max_message_bytes)
+
+    async def EchoStream(self, request_iterator, context):
+        async for message in request_iterator:
+            yield message
+
+    async def drain(self) -> None:
+        """Stop reading new requests on open streams; the answers already owed are still sent."""
+        self.draining = True
+        for reader in list(self._readers):
+            reader.cancel()
+
+
+@dataclass
+class InferenceServer:
+    """A worker's grpc.aio server, its servicer and its metrics. Start and stop it in one event loop."""
+
+    grpc_server: grpc.aio.Server
+    servicer: InferenceServicer
+    health: health.aio.HealthServicer
+    metrics: WorkerMetrics
+    port: int
+    metrics_port: int | None = None
+
+    async def start(self) -> None:
+        self.servicer.batcher.start()
+        await self.grpc_server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: report NOT_SERVING, refuse new calls, answer in-flight requests, then close."""
+        grace = self.servicer.config.drain_timeout_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()
+        await self.servicer.drain()
+        await self.grpc_server.stop(grace)
+        await self.servicer.batcher.stop()
+        self.metrics.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def create_server(bundle: Bundle, config: WorkerConfig | None = None, address: str = "127.0.0.1:0",
+                  worker_id: str = "worker-0", endpoints: Callable[[], list[str]] | None = None,
+                  ) -> tuple[InferenceServer, int]:
+    """Build a worker's server bound to `address` (port 0: any free port); call `await server.start()`."""
+    config = config or WorkerConfig()
+    metrics = WorkerMetrics(worker_id)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a port already taken is an error, not a silent share
+    ]
+    server = grpc.aio.server(options=options)
+    port_holder: dict[str, int] = {}
+
+    def own_endpoints() -> list[str]:
+        host = address.rsplit(":", 1)[0]
+        return [f"{host}:{port_holder['port']}"]
+
+    servicer = InferenceServicer(bundle, config, worker_id, metrics, endpoints or own_endpoints)
+    inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    port_holder["port"] = port
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = metrics.serve(config.metrics_port, host=address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0")
+    return InferenceServer(server, servicer, health_servicer, metrics, port, metrics_port), port
