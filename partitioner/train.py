@@ -225,7 +225,7 @@ class Trainer:
             record = {"stage": "joint", "epoch": self.epoch,
                       "train_ce": totals["ce"] / seen, "train_skewness": totals["skewness"] / seen,
                       "train_disorder": totals["disorder"] / seen, "train_accuracy": totals["correct"] / seen,
-                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": float(m.alpha())}
+                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
             record.update(self.evaluate_split())
             self._log(record)
             self._save(optimiser, scheduler)

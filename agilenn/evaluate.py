@@ -1,0 +1,115 @@
+"""`agilenn evaluate BUNDLE`: a bundle's numbers, computed with ONNX Runtime and the real codec.
+
+Accuracy and payload figures need only the device install (numpy, onnxruntime). The two
+skewness figures need torch (the `train` extra); without it they are null and the report
+says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from typing import Any
+
+import numpy as np
+
+from agilenn.bundle import Bundle
+from agilenn.codec import BitPackCodec, ZlibCodec
+from agilenn.datasets import Split, load_dataset
+
+
+def _batched(session, inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: inputs[s:s + batch_size]}) for s in range(0, len(inputs), batch_size)]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewness: bool = True) -> dict[str, Any]:
+    images = bundle.prepare(split.images)
+    labels = split.labels
+    local_logits, indices = _batched(bundle.session("device"), images, batch_size)
+
+    payloads = [bundle.codec.encode(sample) for sample in indices]
+    decoded = np.stack([bundle.codec.decode(p) for p in payloads])
+    if not np.array_equal(decoded, indices):
+        raise AssertionError("codec round trip changed the indices")  # a bug, never a data problem
+    (remote_logits,) = _batched(bundle.session("remote"), decoded, batch_size)
+    mixed = bundle.mix(local_logits, remote_logits)
+
+    sizes = np.array([len(p) for p in payloads])
+    shape, levels = bundle.codec.shape, bundle.codec.levels
+    bitpack = BitPackCodec(shape, levels).payload_bytes
+    zlib_sizes = np.array([len(ZlibCodec(shape, levels).encode(sample)) for sample in indices])
+    raw_bytes = int(np.prod(split.images.shape[1:]))  # uint8 sensor values
+    raw_zlib = np.array([len(zlib.compress(image.tobytes(), 9)) for image in split.images])
+
+    report: dict[str, Any] = {
+        "bundle": str(bundle.folder),
+        "bundle_hash": bundle.bundle_hash,
+        "samples": int(len(labels)),
+        "accuracy": float((mixed.argmax(1) == labels).mean()),
+        "accuracy_local_only": float((local_logits.argmax(1) == labels).mean()),
+        "accuracy_remote_only": float((remote_logits.argmax(1) == labels).mean()),
+        "accuracy_reference": None,
+        "skewness_trapezoid": None,
+        "skewness_ig32": None,
+        "payload_bytes_median": float(np.median(sizes)),
+        "payload_bytes_mean": float(sizes.mean()),
+        "payload_bytes_p99": float(np.percentile(sizes, 99)),
+        "payload_bytes_bitpack": int(bitpack),
+        "payload_bytes_zlib_median": float(np.median(zlib_sizes)),
+        "codec": bundle.codec.codec_id,
+        "raw_input_bytes": raw_bytes,
+        "raw_input_zlib_bytes_median": float(np.median(raw_zlib)),
+        "compression_rate": float(raw_bytes / np.median(sizes)),
+        "device_macs": bundle.manifest.device_macs,
+        "alpha_local": bundle.manifest.mixing.alpha_local,
+    }
+    if bundle.has("reference"):
+        (reference_logits,) = _batched(bundle.session("reference"), images, batch_size)
+        report["accuracy_reference"] = float((reference_logits.argmax(1) == labels).mean())
+    if skewness:
+        report.update(_skewness(bundle, split))
+    return report
+
+
+def _skewness(bundle: Bundle, split: Split) -> dict[str, Any]:
+    if not bundle.has("checkpoint"):
+        return {"skewness_note": "the bundle carries no partitioner checkpoint"}
+    try:
+        from partitioner.analysis import measure_skewness
+    except ImportError as exc:
+        return {"skewness_note": f"skewness needs torch and captum: pip install 'agilenn[train]' ({exc})"}
+    return measure_skewness(bundle.folder / bundle.manifest.files["checkpoint"], split)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", help="bundle folder (holds manifest.json)")
+    parser.add_argument("--dataset", default=None, help="dataset name (default: the one the bundle was trained on)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
+    parser.add_argument("--no-skewness", action="store_true", help="skip the torch-based skewness figures")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    bundle = Bundle(args.bundle)
+    dataset_name = args.dataset or bundle.manifest.config.get("dataset")
+    if not dataset_name:
+        parser.error("the bundle names no dataset; pass --dataset")
+    split = load_dataset(dataset_name).test.head(args.limit)
+    report = evaluate_bundle(bundle, split, skewness=not args.no_skewness)
+    report["dataset"] = dataset_name
+    if args.json:
+        print(json.dumps(report))
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Export a trained split as a verified bundle (see agilenn.bundle).
+
+Export runs ONNX Runtime against PyTorch on real test samples and refuses to write a
+bundle whose logits differ beyond the config's tolerance, whose remote indices differ on
+more than a tiny share of elements (float ties at a centroid midpoint), or whose mixed
+prediction differs on any sample. The bundle is written to a temporary folder and moved
+into place only once it has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from agilenn.bundle import (DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec,
+                            QuantizerSpec, SplitSpec, write_manifest)
+from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
+from agilenn.datasets import Dataset
+from partitioner.config import PartitionConfig
+from partitioner.macs import count_macs
+from partitioner.model import AgileNN, Normalise
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "partitioner.pt"
+ONNX_OPSET = 18
+
+
+class ExportVerificationError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree; no bundle was written."""
+
+
+class DeviceModule(nn.Module):
+    """Raw image -> (local logits, remote indices as uint8): everything the device computes."""
+
+    def __init__(self, model: AgileNN, config: PartitionConfig) -> None:
+        super().__init__()
+        self.normalise = Normalise(config.mean, config.std)
+        self.extractor = model.extractor
+        self.local = model.local
+        self.k = model.local_channels
+        self.register_buffer("centroids", model.quantizer.centroids().detach().clone())
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.extractor(self.normalise(image))
+        local_logits = self.local(features[:, : self.k])
+        remote = features[:, self.k:]
+        indices = (remote.unsqueeze(-1) - self.centroids).square().argmin(dim=-1)
+        return local_logits, indices.to(torch.uint8)
+
+
+class RemoteModule(nn.Module):
+    """Remote indices -> remote logits: what the cloud computes."""
+
+    def __init__(self, model: AgileNN) -> None:
+        super().__init__()
+        self.remote = model.remote
+        self.register_buffer("centroids", model.quantizer.centroids().detach().clone())
+
+    def forward(self, remote_indices: torch.Tensor) -> torch.Tensor:
+        return self.remote(self.centroids[remote_indices.long()])
+
+
+class ReferenceModule(nn.Module):
+    """The unsplit reference network (pre-trained extractor + reference head), for evaluation."""
+
+    def __init__(self, extractor: nn.Module, head: nn.Module, config: PartitionConfig) -> None:
+        super().__init__()
+        self.normalise = Normalise(config.mean, config.std)
+        self.extractor = extractor
+        self.head = head
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.extractor(self.normalise(image)))
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
+    module.eval()
+    # The exporter warns about every torchvision operator it cannot register; agilenn uses none.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        module, (example,), dynamo=True, input_names=[input_name], output_names=output_names,
+        dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET, verbose=False,
+    )
+    program.save(str(path), external_data=False)
+
+
+def _run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
+    module.eval()
+    outputs: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            result = module(torch.from_numpy(inputs[start:start + batch_size]))
+            result = result if isinstance(result, tuple) else (result,)
+            outputs.append([r.numpy() for r in result])
+    return [np.concatenate(parts) for parts in zip(*outputs)]
+
+
+def _run_onnx(session, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: inputs[start:start + batch_size]}) for start in range(0, len(inputs), batch_size)]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: ReferenceModule | None,
+           alpha: float, images: np.ndarray, config: PartitionConfig) -> dict[str, float]:
+    """Compare ONNX Runtime with PyTorch on `images`; raise ExportVerificationError on disagreement."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+
+    def session(name: str):
+        return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+
+    tol = config.export
+    t_local, t_indices = _run_torch(device, images)
+    o_local, o_indices = _run_onnx(session(DEVICE_MODEL), images)
+    local_diff = float(np.abs(t_local - o_local).max())
+    index_mismatch = float((t_indices != o_indices).mean())
+    # The remote model is compared on the same indices, so its tolerance is not blurred by ties.
+    (t_remote,) = _run_torch(remote, t_indices)
+    (o_remote_same,) = _run_onnx(session(REMOTE_MODEL), t_indices)
+    (o_remote,) = _run_onnx(session(REMOTE_MODEL), o_indices)
+    remote_diff = float(np.abs(t_remote - o_remote_same).max())
+    t_pred = (alpha * t_local + (1 - alpha) * t_remote).argmax(1)
+    o_pred = (alpha * o_local + (1 - alpha) * o_remote).argmax(1)
+    prediction_mismatches = int((t_pred != o_pred).sum())
+    report = {"verify_samples": len(images), "max_abs_diff_local_logits": local_diff,
+              "max_abs_diff_remote_logits": remote_diff, "index_mismatch_share": index_mismatch,
+              "prediction_mismatches": prediction_mismatches}
+    if reference is not None:
+        (t_ref,) = _run_torch(reference, images)
+        (o_ref,) = _run_onnx(session(REFERENCE_MODEL), images)
+        report["max_abs_diff_reference_logits"] = float(np.abs(t_ref - o_ref).max())
+        report["reference_prediction_mismatches"] = int((t_ref.argmax(1) != o_ref.argmax(1)).sum())
+    problems = []
+    for key in ("max_abs_diff_local_logits", "max_abs_diff_remote_logits", "max_abs_diff_reference_logits"):
+        if key in report and report[key] > tol.logits_atol:
+            problems.append(f"{key}={report[key]:.3g} exceeds logits_atol={tol.logits_atol:g}")
+    if index_mismatch > tol.index_mismatch_share:
+        problems.append(f"remote indices differ on {index_mismatch:.3%} of elements (allowed {tol.index_mismatch_share:.3%})")
+    if prediction_mismatches or report.get("reference_prediction_mismatches", 0):
+        problems.append(f"predictions differ on {prediction_mismatches} of {len(images)} samples "
+                        f"(reference: {report.get('reference_prediction_mismatches', 0)})")
+    if problems:
+        raise ExportVerificationError("ONNX Runtime disagrees with PyTorch: " + "; ".join(problems))
+    return report
+
+
+def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: PartitionConfig, dataset: Dataset,
+                  out: str | Path, overwrite: bool = False) -> Bundle:
+    """Write, verify and measure a bundle at `out`; returns it loaded."""
+    from agilenn.evaluate import evaluate_bundle
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    model.eval()
+    device, remote = DeviceModule(model, config).eval(), RemoteModule(model).eval()
+    reference = ReferenceModule(reference_extractor, model.evaluator, config).eval()
+    input_shape = dataset.input_shape
+    channels, height, width = model.feature_shape
+    k = model.local_channels
+    example = torch.zeros(2, *input_shape)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    try:
+        _export_onnx(device, example, staging / DEVICE_MODEL, "image", ["local_logits", "remote_indices"])
+        _export_onnx(remote, torch.zeros(2, channels - k, height, width, dtype=torch.uint8), staging / REMOTE_MODEL,
+                     "remote_indices", ["remote_logits"])
+        _export_onnx(reference, example, staging / REFERENCE_MODEL, "image", ["reference_logits"])
+
+        test_images = dataset.test.head(config.test_limit).images
+        verification = verify(staging, device, remote, reference, model.alpha().item(),
+                              test_images[: config.export.verify_samples].astype(np.float32), config)
+        log.info("export verified: %s", verification)
+
+        train_images = dataset.train.head(config.train_limit).images.astype(np.float32)
+        (_, train_indices) = _run_torch(device, train_images)
+        codec_entry = _fit_codec(config.export.codec, train_indices, model.quantizer.levels)
+
+        torch.save({"config": config.model_dump(mode="json"), "model": model.state_dict(),
+                    "reference_extractor": reference_extractor.state_dict(),
+                    "input_shape": list(input_shape), "num_classes": dataset.num_classes},
+                   staging / CHECKPOINT_FILE)
+        manifest = Manifest(
+            name=config.name,
+            input=InputSpec(shape=input_shape, dtype="float32", mean=config.mean, std=config.std),
+            labels=list(dataset.labels),
+            split=SplitSpec(feature_shape=model.feature_shape, local_channels=k, remote_channels=channels - k),
+            quantizer=QuantizerSpec(levels=model.quantizer.levels,
+                                    centroids=[float(c) for c in model.quantizer.centroids().detach()]),
+            codec=codec_entry,
+            mixing=MixingSpec(alpha_local=model.alpha().item()),
+            files={"device": DEVICE_MODEL, "remote": REMOTE_MODEL, "reference": REFERENCE_MODEL,
+                   "checkpoint": CHECKPOINT_FILE},
+            device_macs=count_macs(device, example),
+            config=config.model_dump(mode="json"),
+            metrics={"verification": verification},
+        )
+        manifest = write_manifest(staging, manifest)
+        metrics = evaluate_bundle(Bundle(staging), dataset.test.head(config.test_limit))
+        metrics.pop("bundle")
+        manifest = write_manifest(staging, manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}}))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.chmod(0o755)  # mkdtemp made it private
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(out)
+
+
+def _fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict:
+    shape = tuple(train_indices.shape[1:])
+    if codec_id == RangeCodec.codec_id:
+        return RangeCodec.fit(train_indices, levels).to_manifest()
+    if codec_id == ZlibCodec.codec_id:
+        return ZlibCodec(shape, levels).to_manifest()
+    return BitPackCodec(shape, levels).to_manifest()

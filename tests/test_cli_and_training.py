@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import yaml
+
+from agilenn import cli
+from partitioner.testing import synthetic_dataset, tiny_config
+from partitioner.train import CHECKPOINT, Trainer
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.SUBCOMMANDS:
+        assert name in out
+
+
+def test_unknown_command_is_named(capsys):
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named(monkeypatch, capsys):
+    def fail(name):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli.importlib, "import_module", fail)
+    assert cli.main(["partition", "--config", "x.yaml", "--out", "y"]) == 3
+    assert "pip install 'agilenn[train]'" in capsys.readouterr().err
+
+
+def test_partition_then_evaluate_in_process(tmp_path, capsys):
+    config = tiny_config(dataset="digits", train_limit=300, test_limit=100,
+                         networks={**tiny_config().networks.model_dump(),
+                                   "local": {"name": "gap-head"}})
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = tmp_path / "bundle"
+    assert cli.main(["partition", "--config", str(path), "--out", str(out), "--run-dir", str(tmp_path / "run"),
+                     "--quiet"]) == 0
+    exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exported["bundle_hash"].startswith("sha256:")
+
+    assert cli.main(["evaluate", str(out), "--json", "--limit", "50"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 50 and report["dataset"] == "digits"
+    for key in ("accuracy", "accuracy_local_only", "accuracy_reference", "skewness_trapezoid", "skewness_ig32",
+                "payload_bytes_median", "payload_bytes_mean", "raw_input_bytes", "compression_rate", "device_macs"):
+        assert report[key] is not None, key
+    assert report["raw_input_bytes"] == 64
+    assert 0.0 <= report["skewness_ig32"] <= 1.0
+
+
+def test_partition_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "bundle").mkdir()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config().model_dump(mode="json")))
+    with pytest.raises(SystemExit):
+        cli.main(["partition", "--config", str(path), "--out", str(tmp_path / "bundle")])
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    data = synthetic_dataset()
+    config = tiny_config()
+    first = Trainer(config, tmp_path, dataset=data, progress=False)
+    first.run()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["stage"] for line in lines][:3] == ["reference"] * 3
+    again = Trainer(config, tmp_path, dataset=data, progress=False)
+    assert again.stage == "done"
+    # Nothing is retrained: the resumed model equals the saved one.
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
+        assert (a == b).all(), name
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path):
+    data = synthetic_dataset()
+    Trainer(tiny_config(), tmp_path, dataset=data, progress=False).run()
+    assert (tmp_path / CHECKPOINT).exists()
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny_config(seed=1), tmp_path, dataset=data, progress=False)
