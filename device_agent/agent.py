@@ -1,0 +1,256 @@
+"""The device agent as a library: `DeviceAgent(bundle, config).infer(image) -> Result`.
+
+Per input: device.onnx gives local logits and remote indices; unless the confidence gate
+keeps it local, the indices are range coded and sent on a long-lived stream to a worker,
+and the agent waits up to `deadline_ms` for the remote logits. Every input gets exactly
+one result: `mixed` (local and remote logits mixed with the bundle's weight),
+`local_only_policy` (the gate kept it local) or `local_fallback` with the reason (no
+worker reachable, deadline passed, stream broken, bundle mismatch, worker error).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from agilenn.bundle import Bundle
+from agilenn.v1 import inference_pb2
+from agilenn.v1.tensors import TensorError, from_raw_tensor
+from device_agent.config import DeviceConfig
+from device_agent.link import Link, Slot
+
+log = logging.getLogger(__name__)
+
+MIXED = "mixed"
+LOCAL_ONLY_POLICY = "local_only_policy"
+LOCAL_FALLBACK = "local_fallback"
+
+
+class BundleMismatchError(RuntimeError):
+    """Every configured worker serves another bundle than the device's."""
+
+
+@dataclass
+class Result:
+    index: int
+    label: int
+    label_name: str
+    probabilities: list[float]
+    source: str
+    reason: str | None
+    timings_ms: dict[str, float | None]
+    payload_bytes: int | None = None
+    worker_id: str | None = None
+    id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["probabilities"] = [round(p, 6) for p in self.probabilities]
+        data["timings_ms"] = {k: (None if v is None else round(v, 4)) for k, v in self.timings_ms.items()}
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+class DeviceAgent:
+    """Runs the device half of a bundle and offloads the rest. Thread-compatible, not thread-safe:
+    call `infer` from one thread (the sensor loop)."""
+
+    def __init__(self, bundle: Bundle | str | Path, config: DeviceConfig | None = None) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        self.config = config or DeviceConfig()
+        self._session = self.bundle.session("device", threads=self.config.onnx_threads)
+        self._input_name = self._session.get_inputs()[0].name
+        self._codec = self.bundle.codec
+        self._codec_id = self._codec.codec_id
+        self._remote_shape = list(self.bundle.remote_shape)
+        self._labels = self.bundle.manifest.labels
+        self._alpha = float(self.bundle.manifest.mixing.alpha_local)
+        self._hash = self.bundle.bundle_hash
+        self._ids = itertools.count(1)
+        self._index = itertools.count(0)
+        self._links: list[Link] = []
+        self._links_lock = threading.Lock()
+        self._workers: dict[str, Link] = {}
+        self._turn = 0
+        self._closed = False
+        for address in self.config.cloud:
+            self._add_link(address)
+
+    # -- links --
+
+    def _add_link(self, address: str) -> None:
+        with self._links_lock:
+            if self._closed or any(link.address == address for link in self._links):
+                return
+            link = Link(address, self._hash, connect_timeout_s=self.config.connect_timeout_s,
+                        reconnect_initial_s=self.config.reconnect_initial_s,
+                        reconnect_max_s=self.config.reconnect_max_s,
+                        max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
+                        on_info=self._on_info)
+            self._links.append(link)
+        link.start()
+
+    def _on_info(self, link: Link, info: inference_pb2.ServiceInfo) -> bool:
+        """A link's handshake succeeded: learn the other workers; keep one link per worker."""
+        with self._links_lock:
+            holder = self._workers.get(info.worker_id)
+            if holder is not None and holder is not link and not holder.closed and holder.ready:
+                duplicate = True
+            else:
+                self._workers[info.worker_id] = link
+                duplicate = False
+        for endpoint in info.endpoints:
+            self._add_link(endpoint)
+        if duplicate:
+            log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
+        return not duplicate
+
+    def _pick(self) -> Link | None:
+        links = self._links
+        count = len(links)
+        for step in range(count):
+            link = links[(self._turn + step) % count]
+            if link.ready:
+                self._turn = (self._turn + step + 1) % count
+                return link
+        return None
+
+    def _unavailable_reason(self) -> str:
+        if not self._links:
+            return "no_cloud: no worker address configured"
+        reasons = sorted({link.reason for link in self._links if link.reason})
+        return reasons[0] if len(reasons) == 1 else "; ".join(reasons) or "unavailable"
+
+    @property
+    def connected(self) -> int:
+        """How many workers a stream is open to right now."""
+        return sum(1 for link in self._links if link.ready)
+
+    def wait_ready(self, timeout_s: float = 10.0, workers: int = 1) -> bool:
+        """Wait until streams to `workers` workers are open. Raises BundleMismatchError when every
+        worker reached serves another bundle."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.connected >= workers:
+                return True
+            if self._links and all(link.refused for link in self._links):
+                raise BundleMismatchError(self._links[0].reason)
+            time.sleep(0.01)
+        return self.connected >= workers
+
+    # -- inference --
+
+    def infer(self, image: np.ndarray, sample_id: str | None = None) -> Result:
+        """One sample, (C, H, W) or (H, W) for one channel, raw pixel levels 0..255."""
+        index = next(self._index)
+        start = time.perf_counter()
+        x = np.asarray(image, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        x = x[None]
+        local_logits, indices = self._session.run(None, {self._input_name: x})
+        after_model = time.perf_counter()
+        local = local_logits[0]
+
+        threshold = self.config.local_confidence_threshold
+        if threshold is not None:
+            local_probs = _softmax(local)
+            if local_probs.max() >= threshold:
+                return self._result(index, sample_id, local_probs, LOCAL_ONLY_POLICY, None, start, after_model,
+                                    after_model, None, None, None)
+
+        link = self._pick()
+        if link is None:
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, self._unavailable_reason(),
+                                start, after_model, after_model, None, None, None)
+
+        payload = self._codec.encode(indices[0])
+        request_id = next(self._ids)
+        request = inference_pb2.InferRequest(
+            request_id=request_id, bundle_hash=self._hash,
+            features=inference_pb2.Tensor(data=payload, shape=self._remote_shape, codec=self._codec_id))
+        slot = Slot()
+        if not link.send(request, slot):
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, link.reason or "unavailable",
+                                start, after_model, time.perf_counter(), None, len(payload), None)
+        sent = slot.sent_at
+        if not slot.event.wait(self.config.deadline_ms / 1000.0):
+            woke = time.perf_counter()
+            link.forget(request_id)
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
+                                f"deadline: no answer within {self.config.deadline_ms:g} ms",
+                                start, after_model, sent, None, len(payload), None, woke)
+        woke = time.perf_counter()
+        response = slot.response
+        if response is None:
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, slot.failure or "stream_broken",
+                                start, after_model, sent, None, len(payload), None, woke)
+        rtt_ms = (woke - sent) * 1000.0
+        if response.status.code != 0:
+            reason = f"worker_error: {_code_name(response.status.code)}: {response.status.message}"
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
+                                start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
+        try:
+            remote = from_raw_tensor(response.logits)
+        except TensorError as exc:
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, f"worker_error: {exc}",
+                                start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
+        mixed = self._alpha * local + (1.0 - self._alpha) * remote
+        return self._result(index, sample_id, _softmax(mixed), MIXED, None, start, after_model, sent, rtt_ms,
+                            len(payload), response.worker_id, woke)
+
+    def _result(self, index: int, sample_id: str | None, probabilities: np.ndarray, source: str,
+                reason: str | None, start: float, after_model: float, sent: float, rtt_ms: float | None,
+                payload_bytes: int | None, worker_id: str | None, woke: float | None = None) -> Result:
+        end = time.perf_counter()
+        # device work beyond the ONNX Runtime call: encode and send, then (after the answer) mix and
+        # build the result; the time spent waiting on the network is the cloud round trip
+        overhead = (sent - after_model) + (end - (woke if woke is not None else sent))
+        label = int(probabilities.argmax())
+        return Result(
+            index=index, label=label, label_name=self._labels[label], probabilities=probabilities.tolist(),
+            source=source, reason=reason,
+            timings_ms={"device_model": (after_model - start) * 1000.0, "device_overhead": overhead * 1000.0,
+                        "cloud_rtt": rtt_ms, "total": (end - start) * 1000.0},
+            payload_bytes=payload_bytes, worker_id=worker_id, id=sample_id)
+
+    def run(self, samples: Iterable[tuple[str | None, np.ndarray]]) -> Iterator[Result]:
+        """Results for (id, image) pairs, in order."""
+        for sample_id, image in samples:
+            yield self.infer(image, sample_id)
+
+    def close(self) -> None:
+        with self._links_lock:
+            self._closed = True
+            links = list(self._links)
+        for link in links:
+            link.close()
+
+    def __enter__(self) -> "DeviceAgent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _code_name(code: int) -> str:
+    import grpc
+
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)

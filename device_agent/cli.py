@@ -1,0 +1,105 @@
+"""`agilenn device run`: the device agent as a daemon over a source of inputs.
+
+Writes one JSON line per input to the sink (a file, or `-` for standard output) and
+structured logs to standard error; exits when the source is exhausted (`--source -`
+keeps reading standard input until it closes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+
+from agilenn.bundle import Bundle
+from device_agent.agent import DeviceAgent
+from device_agent.config import DeviceConfig, load_device_config
+from device_agent.sources import SourceError, iter_source
+
+log = logging.getLogger("agilenn.device")
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def build_config(args: argparse.Namespace) -> DeviceConfig:
+    data = load_device_config(args.config).model_dump() if args.config else {}
+    if args.cloud:
+        data["cloud"] = [address for value in args.cloud for address in value.split(",") if address]
+    if args.deadline_ms is not None:
+        data["deadline_ms"] = args.deadline_ms
+    if args.confidence_threshold is not None:
+        data["local_confidence_threshold"] = args.confidence_threshold
+    return DeviceConfig.model_validate(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn device", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the agent over a source of inputs")
+    run.add_argument("--bundle", required=True, help="bundle folder (holds manifest.json)")
+    run.add_argument("--cloud", action="append", default=[],
+                     help="worker address host:port (repeat or comma-separate); none: answer locally")
+    run.add_argument("--source", required=True,
+                     help="a .npy file, a directory of .npy files, an IDX file (.idx/.gz), or - for .npy arrays on stdin")
+    run.add_argument("--sink", default="-", help="JSONL file to write results to, or - for stdout (default)")
+    run.add_argument("--config", help="device config file (YAML or JSON with DeviceConfig fields)")
+    run.add_argument("--deadline-ms", type=float, default=None, help="per-input wait for the remote answer")
+    run.add_argument("--confidence-threshold", type=float, default=None,
+                     help="answer locally when the local top probability reaches this")
+    run.add_argument("--wait-ready-s", type=float, default=5.0,
+                     help="wait this long for a worker before the first input (answers are local meanwhile)")
+    run.add_argument("--log-format", choices=("text", "json"), default="json")
+    run.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+
+    setup_logging(args.log_format, args.log_level)
+    config = build_config(args)
+    bundle = Bundle(args.bundle)
+    shape = tuple(bundle.manifest.input.shape)
+    sources: Counter[str] = Counter()
+    started = time.perf_counter()
+    sink_cm = nullcontext(sys.stdout) if args.sink == "-" else open(Path(args.sink), "w")
+    with DeviceAgent(bundle, config) as agent, sink_cm as sink:
+        if config.cloud and not agent.wait_ready(args.wait_ready_s):
+            log.warning("no worker reachable after %.1f s; answering locally until one is", args.wait_ready_s)
+        try:
+            for result in agent.run(iter_source(args.source, shape)):
+                sink.write(json.dumps(result.to_json()) + "\n")
+                if args.sink == "-":
+                    sink.flush()
+                sources[result.source] += 1
+        except SourceError as exc:
+            log.error("%s", exc)
+            return 1
+        except KeyboardInterrupt:
+            log.info("interrupted")
+    elapsed = time.perf_counter() - started
+    total = sum(sources.values())
+    log.info("answered %d inputs in %.2f s: %s", total, elapsed,
+             ", ".join(f"{count} {source}" for source, count in sorted(sources.items())) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""One long-lived InferStream to one worker, kept up by a background thread.
+
+The thread handshakes (GetServiceInfo: same bundle hash?), opens the stream, reads
+answers and hands each to the waiting request by request id. When the stream breaks it
+fails every waiting request at once with the reason, then reconnects with exponential
+backoff. Nothing here ever blocks the caller: `send` returns False when the link is not
+ready, and the caller answers locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from typing import Callable
+
+import grpc
+
+from agilenn.v1 import inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class Slot:
+    """Where the answer to one request lands."""
+
+    __slots__ = ("event", "response", "failure", "sent_at", "answered_at")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.response: inference_pb2.InferResponse | None = None
+        self.failure: str | None = None
+        self.sent_at = 0.0
+        self.answered_at = 0.0
+
+
+def _requests(outbox: queue.SimpleQueue):
+    while True:
+        item = outbox.get()
+        if item is _END:
+            return
+        yield item
+
+
+class Link:
+    def __init__(self, address: str, bundle_hash: str, *, connect_timeout_s: float, reconnect_initial_s: float,
+                 reconnect_max_s: float, max_message_bytes: int, clock: Callable[[], float],
+                 on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None) -> None:
+        self.address = address
+        self.bundle_hash = bundle_hash
+        self.connect_timeout_s = connect_timeout_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_message_bytes = max_message_bytes
+        self._clock = clock
+        self._on_info = on_info
+        self.ready = False
+        self.reason = "connecting"  # why the link is not ready, for local_fallback results
+        self.worker_id: str | None = None
+        self.refused = False  # the worker serves another bundle
+        self.connects = 0
+        self._pending: dict[int, Slot] = {}
+        self._lock = threading.Lock()
+        self._outbox: queue.SimpleQueue | None = None
+        self._closed = threading.Event()
+        self._channel: grpc.Channel | None = None
+        self._call = None
+        self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            self.ready = False
+            self.reason = "closed"
+            if self._outbox is not None:
+                self._outbox.put(_END)
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+        self._thread.join(timeout=5.0)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def send(self, request: inference_pb2.InferRequest, slot: Slot) -> bool:
+        """Queue a request on the stream; False when the link is not ready (nothing was sent)."""
+        with self._lock:
+            if not self.ready:
+                return False
+            self._pending[request.request_id] = slot
+            slot.sent_at = self._clock()
+            self._outbox.put(request)
+        return True
+
+    def forget(self, request_id: int) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    # -- background thread --
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for slot in pending.values():
+            slot.failure = reason
+            slot.event.set()
+
+    def _run(self) -> None:
+        delay = self.reconnect_initial_s
+        while not self._closed.is_set():
+            if self._session():
+                delay = self.reconnect_initial_s  # it was up: start backing off afresh
+            if self._closed.wait(delay * random.uniform(0.8, 1.2)):
+                break
+            delay = min(delay * 2.0, self.reconnect_max_s)
+
+    def _session(self) -> bool:
+        """One connection: handshake, stream until it ends. True when the stream was up."""
+        options = [("grpc.max_receive_message_length", self.max_message_bytes),
+                   ("grpc.enable_retries", 0)]
+        self._channel = channel = grpc.insecure_channel(self.address, options=options)
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        was_up = False
+        try:
+            info = stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=self.connect_timeout_s,
+                                       wait_for_ready=False)
+            if info.bundle_hash != self.bundle_hash:
+                self.refused = True
+                self.reason = (f"bundle_mismatch: this device runs {self.bundle_hash} but the worker at "
+                               f"{self.address} serves {info.bundle_hash}; refusing to mix their predictions")
+                log.error("%s", self.reason)
+                return False
+            self.refused = False
+            self.worker_id = info.worker_id
+            if self._on_info is not None and not self._on_info(self, info):
+                return False
+            outbox: queue.SimpleQueue = queue.SimpleQueue()
+            responses = self._call = stub.InferStream(_requests(outbox))
+            with self._lock:
+                if self._closed.is_set():
+                    return False
+                self._outbox = outbox
+                self.ready = True
+                self.reason = ""
+            self.connects += 1
+            was_up = True
+            log.info("streaming to worker %s at %s", info.worker_id, self.address)
+            for response in responses:
+                self._deliver(response)
+            self.reason = "stream_closed: the worker ended the stream"
+        except grpc.RpcError as exc:
+            if self._closed.is_set():
+                self.reason = "closed"
+                return was_up
+            code = exc.code() if hasattr(exc, "code") else None
+            name = code.name if code is not None else "UNKNOWN"
+            self.reason = f"{'stream_broken' if was_up else 'unavailable'}: {name}"
+            if was_up or self.connects == 0:
+                log.warning("link to %s: %s (%s)", self.address, self.reason,
+                            exc.details() if hasattr(exc, "details") else exc)
+        finally:
+            with self._lock:
+                self.ready = False
+                if self._outbox is not None:
+                    self._outbox.put(_END)
+                    self._outbox = None
+            self._fail_pending(self.reason or "closed")
+            channel.close()
+            self._channel = None
+            self._call = None
+        return was_up
+
+    def _deliver(self, response: inference_pb2.InferResponse) -> None:
+        with self._lock:
+            slot = self._pending.pop(response.request_id, None)
+        if slot is None:
+            return  # its deadline passed and it was answered locally
+        slot.answered_at = self._clock()
+        slot.response = response
+        slot.event.set()
+        if response.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+            # the worker changed bundles under us: stop offloading until a new handshake agrees
+            with self._lock:
+                self.ready = False
+            call = self._call
+            if call is not None:
+                call.cancel()  # ends this session; the next handshake names both hashes
