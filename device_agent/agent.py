@@ -46,6 +46,7 @@ class Result:
     source: str
     reason: str | None
     timings_ms: dict[str, float | None]
+    local_label: int = -1  # what the device alone predicts
     payload_bytes: int | None = None
     worker_id: str | None = None
     id: str | None = None
@@ -87,6 +88,7 @@ class DeviceAgent:
         self._workers: dict[str, Link] = {}
         self._turn = 0
         self._closed = False
+        self._local_label = -1
         for address in self.config.cloud:
             self._add_link(address)
 
@@ -165,6 +167,7 @@ class DeviceAgent:
         local_logits, indices = self._session.run(None, {self._input_name: x})
         after_model = time.perf_counter()
         local = local_logits[0]
+        self._local_label = int(local.argmax())
 
         threshold = self.config.local_confidence_threshold
         if threshold is not None:
@@ -216,6 +219,7 @@ class DeviceAgent:
     def _result(self, index: int, sample_id: str | None, probabilities: np.ndarray, source: str,
                 reason: str | None, start: float, after_model: float, sent: float, rtt_ms: float | None,
                 payload_bytes: int | None, worker_id: str | None, woke: float | None = None) -> Result:
+        local_label = self._local_label
         end = time.perf_counter()
         # device work beyond the ONNX Runtime call: encode and send, then (after the answer) mix and
         # build the result; the time spent waiting on the network is the cloud round trip
@@ -223,7 +227,7 @@ class DeviceAgent:
         label = int(probabilities.argmax())
         return Result(
             index=index, label=label, label_name=self._labels[label], probabilities=probabilities.tolist(),
-            source=source, reason=reason,
+            source=source, reason=reason, local_label=local_label,
             timings_ms={"device_model": (after_model - start) * 1000.0, "device_overhead": overhead * 1000.0,
                         "cloud_rtt": rtt_ms, "total": (end - start) * 1000.0},
             payload_bytes=payload_bytes, worker_id=worker_id, id=sample_id)

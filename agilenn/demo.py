@@ -1,0 +1,193 @@
+"""`agilenn demo`: the whole system on one machine, through real gRPC.
+
+Starts a local Ray with the cloud workers for a bundle, runs the device agent over a
+dataset's test split (one sample at a time, as a sensor loop would), checks the mixed
+predictions against the same bundle evaluated offline (what `agilenn evaluate` computes),
+prints a short table (or one JSON object with --json) and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BUNDLE = "bundles/fashion-mnist"
+
+
+def offline_predictions(bundle, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed and local-only predictions computed in batches without the network, as `agilenn evaluate` does."""
+    device, remote = bundle.session("device"), bundle.session("remote")
+    device_in, remote_in = device.get_inputs()[0].name, remote.get_inputs()[0].name
+    mixed, local = [], []
+    for start in range(0, len(images), batch_size):
+        x = bundle.prepare(images[start:start + batch_size])
+        local_logits, indices = device.run(None, {device_in: x})
+        decoded = np.stack([bundle.codec.decode(bundle.codec.encode(sample)) for sample in indices])
+        (remote_logits,) = remote.run(None, {remote_in: decoded})
+        mixed.append(bundle.mix(local_logits, remote_logits).argmax(1))
+        local.append(local_logits.argmax(1))
+    return np.concatenate(mixed), np.concatenate(local)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self._last = 0.0
+
+    def update(self, done: int, offloaded: int, started: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < 0.25 and done < self.total):
+            return
+        self._last = now
+        rate = done / max(now - started, 1e-9)
+        sys.stderr.write(f"\r  {done:>6,}/{self.total:,} inputs  {rate:7.0f}/s  offloaded {offloaded / max(done, 1):6.1%}")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 2,
+             deadline_ms: float = 100.0, confidence_threshold: float | None = None, progress: bool = True,
+             ray_init_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Serve `bundle_dir` on local Ray workers, stream `images` through a DeviceAgent, return the report."""
+    import ray
+
+    from agilenn.bundle import Bundle
+    from cloud_worker.config import ServeConfig
+    from cloud_worker.service import CloudService
+    from device_agent import MIXED, DeviceAgent, DeviceConfig
+
+    t0 = time.perf_counter()
+    bundle = Bundle(bundle_dir)
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
+        started_ray = True
+    service = CloudService(bundle_dir, ServeConfig(workers=workers, port=0))
+    agent = None
+    try:
+        endpoints = service.start()
+        config = DeviceConfig(cloud=endpoints, deadline_ms=deadline_ms, local_confidence_threshold=confidence_threshold)
+        agent = DeviceAgent(bundle, config)
+        if not agent.wait_ready(30.0, workers=len(endpoints)):
+            print(f"warning: streams open to {agent.connected} of {len(endpoints)} workers", file=sys.stderr)
+        startup_s = time.perf_counter() - t0
+
+        bar = _Progress(len(images), progress)
+        results = []
+        offloaded = 0
+        loop_start = time.perf_counter()
+        for i, image in enumerate(images):
+            result = agent.infer(image)
+            results.append(result)
+            offloaded += result.source == MIXED
+            bar.update(i + 1, offloaded, loop_start)
+        loop_s = time.perf_counter() - loop_start
+    finally:
+        if agent is not None:
+            agent.close()
+        service.stop()
+        if started_ray:
+            ray.shutdown()
+
+    predicted = np.array([r.label for r in results])
+    local_predicted = np.array([r.local_label for r in results])
+    mixed_mask = np.array([r.source == MIXED for r in results])
+    offline_mixed, offline_local = offline_predictions(bundle, images)
+    sources = Counter(r.source for r in results)
+    reasons = Counter((r.reason or "").split(":")[0] for r in results if r.reason)
+    rtts = [r.timings_ms["cloud_rtt"] for r in results if r.timings_ms["cloud_rtt"] is not None]
+    payloads = [r.payload_bytes for r in results if r.payload_bytes is not None]
+    report = {
+        "bundle": str(bundle_dir),
+        "bundle_hash": bundle.bundle_hash,
+        "workers": workers,
+        "total": int(len(images)),
+        "answered": int(len(results)),
+        "accuracy": float((predicted == labels).mean()) if len(results) else None,
+        "accuracy_local_only": float((local_predicted == labels).mean()) if len(results) else None,
+        "payload_bytes_median": float(np.median(payloads)) if payloads else None,
+        "device_model_p50_ms": _percentile([r.timings_ms["device_model"] for r in results], 50),
+        "device_overhead_p50_ms": _percentile([r.timings_ms["device_overhead"] for r in results], 50),
+        "cloud_rtt_p50_ms": _percentile(rtts, 50),
+        "cloud_rtt_p99_ms": _percentile(rtts, 99),
+        "throughput_per_s": len(results) / loop_s if loop_s > 0 else None,
+        "offloaded_share": float(mixed_mask.mean()) if len(results) else None,
+        "sources": dict(sources),
+        "fallback_reasons": dict(reasons),
+        # the offloaded answers against the offline evaluation of the same samples
+        "mixed_mismatches_vs_evaluate": int((predicted[mixed_mask] != offline_mixed[mixed_mask]).sum()),
+        "local_mismatches_vs_evaluate": int((local_predicted != offline_local).sum()),
+        "accuracy_evaluate": float((offline_mixed == labels).mean()) if len(results) else None,
+        "startup_s": startup_s,
+        "run_s": loop_s,
+        "elapsed_s": time.perf_counter() - t0,
+    }
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    def ms(value):
+        return "-" if value is None else f"{value:.3f} ms"
+
+    rows = [
+        ("answered", f"{report['answered']:,} of {report['total']:,}"),
+        ("accuracy, mixed", f"{report['accuracy']:.2%}"),
+        ("accuracy, device alone", f"{report['accuracy_local_only']:.2%}"),
+        ("offloaded", f"{report['offloaded_share']:.1%}  ({', '.join(f'{v} {k}' for k, v in report['sources'].items())})"),
+        ("payload per sample", "-" if report["payload_bytes_median"] is None else f"{report['payload_bytes_median']:.0f} bytes (median)"),
+        ("device compute per sample", f"{ms(report['device_model_p50_ms'])} model + {ms(report['device_overhead_p50_ms'])} agent (p50)"),
+        ("cloud round trip", f"{ms(report['cloud_rtt_p50_ms'])} p50, {ms(report['cloud_rtt_p99_ms'])} p99"),
+        ("throughput", f"{report['throughput_per_s']:,.0f} inputs/s, one sample at a time"),
+        ("same as offline evaluate", "yes" if report["mixed_mismatches_vs_evaluate"] == 0
+         else f"{report['mixed_mismatches_vs_evaluate']} offloaded predictions differ"),
+        ("time", f"{report['startup_s']:.1f} s start-up, {report['run_s']:.1f} s streaming"),
+    ]
+    if report["fallback_reasons"]:
+        rows.insert(4, ("local fallbacks", ", ".join(f"{v} {k}" for k, v in report["fallback_reasons"].items())))
+    width = max(len(name) for name, _ in rows)
+    head = f"agilenn demo: {report['bundle']} on {report['workers']} Ray worker(s), {report['total']:,} test inputs"
+    return "\n".join([head, ""] + [f"  {name:<{width}}  {value}" for name, value in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
+    parser.add_argument("--dataset", default=None, help="dataset name (default: the one the bundle was trained on)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test inputs")
+    parser.add_argument("--workers", type=int, default=2, help="cloud workers (Ray actors)")
+    parser.add_argument("--deadline-ms", type=float, default=100.0, help="per-input wait for the remote answer")
+    parser.add_argument("--confidence-threshold", type=float, default=None,
+                        help="answer locally when the device's top probability reaches this")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from agilenn.bundle import Bundle
+    from agilenn.datasets import load_dataset
+
+    bundle = Bundle(args.bundle)
+    dataset_name = args.dataset or bundle.manifest.config.get("dataset")
+    if not dataset_name:
+        parser.error("the bundle names no dataset; pass --dataset")
+    split = load_dataset(dataset_name).test.head(args.limit)
+    report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,
+                      confidence_threshold=args.confidence_threshold, progress=not args.no_progress)
+    report["dataset"] = dataset_name
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""N inference workers as Ray actors, each hosting its own grpc.aio server.
+
+Ray is only the manager here, never on the data path: it places the worker actors
+(SPREAD across nodes), restarts one that dies (`max_restarts=-1`; the restarted actor
+re-runs its constructor and binds the same port again) and carries the endpoint list to
+every worker so that `GetServiceInfo` can tell devices where all workers are.
+
+`CloudService` is the one thin wrapper through which everything touches the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from cloud_worker.config import ServeConfig, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+class WorkerActor:
+    """The body of one Ray worker actor (wrapped with `ray.remote` by CloudService).
+
+    The gRPC server runs in an event loop on a thread of its own, started by the
+    constructor, so that a restart by Ray brings the server back without a driver call.
+    """
+
+    def __init__(self, bundle_dir: str, config_json: str, worker_id: str, host: str, port: int,
+                 advertise_host: str | None = None) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from agilenn.bundle import Bundle
+
+        self.worker_id = worker_id
+        self._config = WorkerConfig.model_validate_json(config_json)
+        self._bundle = Bundle(bundle_dir)
+        self._host = host
+        self._advertise_host = advertise_host or _advertised_host(host)
+        self._endpoints: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread.start()
+        self._server = None
+        self._port = asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(timeout=120)
+        self._endpoints = [self.endpoint()]
+        log.info("worker %s serving %s at %s (pid %d)", worker_id, self._bundle.bundle_hash, self.endpoint(),
+                 os.getpid())
+
+    async def _start(self, port: int) -> int:
+        from cloud_worker.server import create_server
+
+        self._server, bound = create_server(self._bundle, self._config, f"{self._host}:{port}",
+                                            worker_id=self.worker_id, endpoints=lambda: list(self._endpoints))
+        await self._server.start()
+        return bound
+
+    def endpoint(self) -> str:
+        return f"{self._advertise_host}:{self._port}"
+
+    def describe(self) -> dict:
+        return {"worker_id": self.worker_id, "endpoint": self.endpoint(), "pid": os.getpid(),
+                "metrics_port": self._server.metrics_port, "node_ip": _node_ip()}
+
+    def set_endpoints(self, endpoints: list[str]) -> None:
+        self._endpoints = list(endpoints)
+
+    def drain(self, grace_s: float | None = None) -> bool:
+        """Graceful shutdown of the gRPC server: answers owed are sent, then it closes."""
+        if self._server is None:
+            return False
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop)
+        future.result(timeout=(grace_s if grace_s is not None else self._config.drain_timeout_s) + 10)
+        self._server = None
+        return True
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only informative
+        return "127.0.0.1"
+
+
+def _advertised_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return _node_ip()
+    return host
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    """Ports free on this machine now, held open together so that they differ."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host if host not in ("", "::", "[::]") else "0.0.0.0", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class CloudService:
+    """Start, watch and stop the worker actors for one bundle."""
+
+    def __init__(self, bundle_dir: str | Path, config: ServeConfig | None = None, name: str = "agilenn") -> None:
+        self.bundle_dir = str(Path(bundle_dir).resolve())
+        self.config = config or ServeConfig()
+        self.name = name
+        self.actors: list = []
+        self.workers: list[dict] = []
+        self._started_ray = False
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [worker["endpoint"] for worker in self.workers]
+
+    def start(self, ready_timeout_s: float = 120.0) -> list[str]:
+        import ray
+
+        from agilenn.bundle import Bundle
+
+        Bundle(self.bundle_dir)  # fail here, with the bundle's own message, not inside an actor
+        if not ray.is_initialized():
+            if self.config.ray_address:
+                ray.init(address=self.config.ray_address, logging_level=logging.WARNING)
+            else:
+                ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            self._started_ray = True
+        cfg = self.config
+        embedded = not cfg.ray_address
+        if cfg.port == 0 and embedded:
+            ports = _free_ports(cfg.host, cfg.workers)  # chosen once: a restarted worker binds its port again
+        elif cfg.port == 0:
+            ports = [0] * cfg.workers  # other nodes: any free port there; restarts get new ports
+        else:
+            ports = [cfg.port + i for i in range(cfg.workers)]
+        remote_cls = ray.remote(
+            num_cpus=cfg.cpus_per_worker, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
+        )(WorkerActor)
+        for i, port in enumerate(ports):
+            worker_cfg = cfg.worker
+            if worker_cfg.metrics_port:
+                worker_cfg = worker_cfg.model_copy(update={"metrics_port": worker_cfg.metrics_port + i})
+            actor = remote_cls.remote(
+                self.bundle_dir, worker_cfg.model_dump_json(), f"worker-{i}", cfg.host, port)
+            self.actors.append(actor)
+        self.workers = ray.get([actor.describe.remote() for actor in self.actors], timeout=ready_timeout_s)
+        ray.get([actor.set_endpoints.remote(self.endpoints) for actor in self.actors], timeout=ready_timeout_s)
+        self._refresher = threading.Thread(target=self._refresh_loop, name="endpoint-refresh", daemon=True)
+        self._refresher.start()
+        return self.endpoints
+
+    def _refresh_loop(self) -> None:
+        """Re-read the endpoints (a worker restarted on another node moves) and tell every worker."""
+        import ray
+
+        while not self._stop.wait(self.config.endpoint_refresh_s):
+            described = []
+            for actor, old in zip(self.actors, self.workers):
+                try:
+                    described.append(ray.get(actor.describe.remote(), timeout=self.config.endpoint_refresh_s))
+                except Exception:  # noqa: BLE001 - a worker being restarted keeps its last known endpoint
+                    described.append(old)
+            changed = [d["endpoint"] for d in described] != self.endpoints
+            restarted = [d["worker_id"] for d, old in zip(described, self.workers) if d["pid"] != old["pid"]]
+            self.workers = described
+            if restarted:
+                log.warning("Ray restarted %s", ", ".join(restarted))
+            if changed or restarted:
+                for actor in self.actors:
+                    actor.set_endpoints.remote(self.endpoints)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Drain every worker (in-flight requests are answered), then end the actors and, when this
+        service started Ray, Ray itself."""
+        import ray
+
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
+        if self.actors:
+            try:
+                ray.get([actor.drain.remote(grace_s) for actor in self.actors],
+                        timeout=(grace_s if grace_s is not None else self.config.worker.drain_timeout_s) + 30)
+            except Exception as exc:  # noqa: BLE001 - stopping goes on regardless
+                log.warning("draining workers: %s", exc)
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def wait_restarted(self, index: int, old_pid: int, timeout_s: float = 120.0) -> dict:
+        """Block until worker `index` runs in a new process (after a crash), and return its description."""
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                described = ray.get(self.actors[index].describe.remote(), timeout=5)
+                if described["pid"] != old_pid:
+                    return described
+            except Exception:  # noqa: BLE001 - still restarting
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {index} was not restarted within {timeout_s} s")
