@@ -20,7 +20,8 @@ from agilenn.codec import BitPackCodec, ZlibCodec
 from agilenn.datasets import Split, load_dataset
 
 
-def _batched(session, inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def run_batched(session, inputs: np.ndarray, batch_size: int = 500) -> list[np.ndarray]:
+    """Run an ONNX Runtime session over `inputs` in batches; returns each output concatenated."""
     name = session.get_inputs()[0].name
     parts = [session.run(None, {name: inputs[s:s + batch_size]}) for s in range(0, len(inputs), batch_size)]
     return [np.concatenate(p) for p in zip(*parts)]
@@ -29,13 +30,13 @@ def _batched(session, inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewness: bool = True) -> dict[str, Any]:
     images = bundle.prepare(split.images)
     labels = split.labels
-    local_logits, indices = _batched(bundle.session("device"), images, batch_size)
+    local_logits, indices = run_batched(bundle.session("device"), images, batch_size)
 
     payloads = [bundle.codec.encode(sample) for sample in indices]
     decoded = np.stack([bundle.codec.decode(p) for p in payloads])
     if not np.array_equal(decoded, indices):
         raise AssertionError("codec round trip changed the indices")  # a bug, never a data problem
-    (remote_logits,) = _batched(bundle.session("remote"), decoded, batch_size)
+    (remote_logits,) = run_batched(bundle.session("remote"), decoded, batch_size)
     mixed = bundle.mix(local_logits, remote_logits)
 
     sizes = np.array([len(p) for p in payloads])
@@ -68,7 +69,7 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewnes
         "alpha_local": bundle.manifest.mixing.alpha_local,
     }
     if bundle.has("reference"):
-        (reference_logits,) = _batched(bundle.session("reference"), images, batch_size)
+        (reference_logits,) = run_batched(bundle.session("reference"), images, batch_size)
         report["accuracy_reference"] = float((reference_logits.argmax(1) == labels).mean())
     if skewness:
         report.update(_skewness(bundle, split))

@@ -22,6 +22,7 @@ from agilenn.bundle import (DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle,
                             QuantizerSpec, SplitSpec, write_manifest)
 from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
 from agilenn.datasets import Dataset
+from agilenn.evaluate import evaluate_bundle, run_batched
 from partitioner.config import PartitionConfig
 from partitioner.macs import count_macs
 from partitioner.model import AgileNN, Normalise
@@ -103,12 +104,6 @@ def _run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) ->
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
 
-def _run_onnx(session, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
-    name = session.get_inputs()[0].name
-    parts = [session.run(None, {name: inputs[start:start + batch_size]}) for start in range(0, len(inputs), batch_size)]
-    return [np.concatenate(p) for p in zip(*parts)]
-
-
 def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: ReferenceModule | None,
            alpha: float, images: np.ndarray, config: PartitionConfig) -> dict[str, float]:
     """Compare ONNX Runtime with PyTorch on `images`; raise ExportVerificationError on disagreement."""
@@ -122,13 +117,13 @@ def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: 
 
     tol = config.export
     t_local, t_indices = _run_torch(device, images)
-    o_local, o_indices = _run_onnx(session(DEVICE_MODEL), images)
+    o_local, o_indices = run_batched(session(DEVICE_MODEL), images)
     local_diff = float(np.abs(t_local - o_local).max())
     index_mismatch = float((t_indices != o_indices).mean())
     # The remote model is compared on the same indices, so its tolerance is not blurred by ties.
     (t_remote,) = _run_torch(remote, t_indices)
-    (o_remote_same,) = _run_onnx(session(REMOTE_MODEL), t_indices)
-    (o_remote,) = _run_onnx(session(REMOTE_MODEL), o_indices)
+    (o_remote_same,) = run_batched(session(REMOTE_MODEL), t_indices)
+    (o_remote,) = run_batched(session(REMOTE_MODEL), o_indices)
     remote_diff = float(np.abs(t_remote - o_remote_same).max())
     t_pred = (alpha * t_local + (1 - alpha) * t_remote).argmax(1)
     o_pred = (alpha * o_local + (1 - alpha) * o_remote).argmax(1)
@@ -138,7 +133,7 @@ def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: 
               "prediction_mismatches": prediction_mismatches}
     if reference is not None:
         (t_ref,) = _run_torch(reference, images)
-        (o_ref,) = _run_onnx(session(REFERENCE_MODEL), images)
+        (o_ref,) = run_batched(session(REFERENCE_MODEL), images)
         report["max_abs_diff_reference_logits"] = float(np.abs(t_ref - o_ref).max())
         report["reference_prediction_mismatches"] = int((t_ref.argmax(1) != o_ref.argmax(1)).sum())
     problems = []
@@ -158,8 +153,6 @@ def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: 
 def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: PartitionConfig, dataset: Dataset,
                   out: str | Path, overwrite: bool = False) -> Bundle:
     """Write, verify and measure a bundle at `out`; returns it loaded."""
-    from agilenn.evaluate import evaluate_bundle
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
