@@ -55,6 +55,7 @@ class MicroBatcher:
         self._metrics = metrics
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self.pending = 0  # requests submitted and not yet answered
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -69,10 +70,25 @@ class MicroBatcher:
                 pass
             self._task = None
 
-    def submit(self, indices: np.ndarray) -> asyncio.Future:
+    def submit(self, indices: np.ndarray, deliver: Callable[[np.ndarray | RequestError, int], None]) -> None:
+        """Queue one sample's indices; `deliver(logits row or RequestError, batch size)` is called
+        from the batcher once its batch is computed (directly: no future, no extra loop turn)."""
+        self.pending += 1
+        self._queue.put_nowait((indices, deliver))
+
+    def submit_future(self, indices: np.ndarray) -> asyncio.Future:
         """Queue one sample's indices; the future resolves to (logits row, batch size)."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((indices, future))
+
+        def deliver(outcome, size: int) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, RequestError):
+                future.set_exception(outcome)
+            else:
+                future.set_result((outcome, size))
+
+        self.submit(indices, deliver)
         return future
 
     async def _collect(self) -> list:
@@ -96,27 +112,25 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            batch = [(x, f) for x, f in batch if not f.cancelled()]
-            if not batch:
-                continue
+            self.pending -= len(batch)
             started = time.perf_counter()
             try:
                 inputs = np.stack([x for x, _ in batch])
                 logits = self._session.run(None, {self._input: inputs})[0]
             except Exception as exc:  # a model failure answers the batch, it does not stop the worker
                 log.exception("remote.onnx failed on a batch of %d", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(RequestError(grpc.StatusCode.INTERNAL, f"remote model failed: {exc}"))
+                failure = RequestError(grpc.StatusCode.INTERNAL, f"remote model failed: {exc}")
+                for _, deliver in batch:
+                    deliver(failure, len(batch))
                 continue
             self._metrics.compute.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(batch))
             size = len(batch)
-            for row, (_, future) in zip(logits, batch):
-                if not future.done():
-                    future.set_result((row, size))
-            # let the handlers run before the next batch is collected
-            await asyncio.sleep(0)
+            for row, (_, deliver) in zip(logits, batch):
+                try:
+                    deliver(row, size)
+                except Exception:  # noqa: BLE001 - one broken stream must not stop the batcher
+                    log.exception("delivering an answer failed")
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -132,6 +146,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.batcher = MicroBatcher(bundle.session("remote", threads=config.onnx_threads), config, metrics)
         self._readers: set[asyncio.Task] = set()
         self.draining = False
+        self._ok = {rpc: metrics.requests(rpc=rpc, code="OK") for rpc in ("Infer", "InferStream")}
 
     # -- request handling shared by the unary and streaming calls --
 
@@ -166,16 +181,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         except PayloadError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"features payload: {exc}") from None
 
-    def _response(self, request_id: int, started: float, future: asyncio.Future) -> inference_pb2.InferResponse:
-        try:
-            row, size = future.result()
-        except RequestError as exc:
-            return self._error(request_id, started, exc, "InferStream")
+    def _response(self, request_id: int, started: float, outcome: np.ndarray | RequestError,
+                  size: int) -> inference_pb2.InferResponse:
+        if isinstance(outcome, RequestError):
+            return self._error(request_id, started, outcome, "InferStream")
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        self.metrics.requests(rpc="InferStream", code="OK").inc()
+        self._ok["InferStream"].inc()
         return inference_pb2.InferResponse(
-            request_id=request_id, logits=raw_tensor(row), status=inference_pb2.Status(code=0),
+            request_id=request_id, logits=raw_tensor(outcome), status=inference_pb2.Status(code=0),
             server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
 
     def _error(self, request_id: int, started: float, exc: RequestError, rpc: str) -> inference_pb2.InferResponse:
@@ -193,13 +207,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if self.draining:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, f"worker {self.worker_id} is shutting down")
             indices = self._decode(request)
-            row, size = await self.batcher.submit(indices)
+            row, size = await self.batcher.submit_future(indices)
         except RequestError as exc:
             self._error(request.request_id, started, exc, "Infer")
             await context.abort(exc.code, exc.message)
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        self.metrics.requests(rpc="Infer", code="OK").inc()
+        self._ok["Infer"].inc()
         return inference_pb2.InferResponse(
             request_id=request.request_id, logits=raw_tensor(row), status=inference_pb2.Status(code=0),
             server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
@@ -209,8 +223,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         done_reading = object()
         pending = 0
 
-        def answer(request_id: int, started: float, future: asyncio.Future) -> None:
-            out.put_nowait(self._response(request_id, started, future))
 
         failure: list[BaseException] = []
 
@@ -225,9 +237,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     except RequestError as exc:
                         out.put_nowait(self._error(request.request_id, started, exc, "InferStream"))
                         continue
-                    future = self.batcher.submit(indices)
-                    future.add_done_callback(
-                        lambda f, rid=request.request_id, t=started: answer(rid, t, f))
+                    self.batcher.submit(indices, lambda outcome, size, rid=request.request_id, t=started:
+                                        out.put_nowait(self._response(rid, t, outcome, size)))
             except asyncio.CancelledError:
                 pass  # draining: stop reading, keep answering
             except Exception as exc:  # the client's side of the stream broke

@@ -1,0 +1,219 @@
+"""`agilenn bench cloud`: the cloud data plane on loopback, against baselines measured in the same run.
+
+One worker server (the very `create_server` stack the Ray actors host) runs in a child
+process; this process is the client, on grpc.aio. Measured:
+
+- echo_rtt_p50_ms: EchoStream, same server, no model, a message the size of a payload;
+- remote_compute_p50_ms: remote.onnx alone on one sample (1 thread, in this process);
+- infer_rtt_p50_ms / infer_rtt_p99_ms / throughput_1_stream_per_s: InferStream, one
+  request in flight on one stream;
+- throughput_16_streams_per_s / rtt_p99_16_streams_ms: 16 streams, one request in flight
+  on each;
+- overhead_ratio = infer_rtt_p50_ms / (echo_rtt_p50_ms + remote_compute_p50_ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BUNDLE = "bundles/fashion-mnist"
+
+
+def _serve(bundle_dir: str, config_json: str, conn) -> None:
+    """Child process: one worker server until told to stop."""
+    from agilenn.bundle import Bundle
+    from cloud_worker.config import WorkerConfig
+    from cloud_worker.server import create_server
+
+    async def run() -> None:
+        server, port = create_server(Bundle(bundle_dir), WorkerConfig.model_validate_json(config_json))
+        await server.start()
+        conn.send(port)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await server.stop(1.0)
+
+    asyncio.run(run())
+
+
+def _samples(bundle, count: int) -> np.ndarray:
+    """Remote indices of real test inputs when the bundle's dataset is at hand, else of random images."""
+    images = None
+    name = bundle.manifest.config.get("dataset")
+    if name:
+        try:
+            from agilenn.datasets import load_dataset
+
+            images = load_dataset(name).test.images[:count]
+        except Exception:  # noqa: BLE001 - any dataset problem: random inputs measure the same data plane
+            images = None
+    if images is None:
+        shape = tuple(bundle.manifest.input.shape)
+        images = np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)
+    device = bundle.session("device")
+    _, indices = device.run(None, {device.get_inputs()[0].name: bundle.prepare(images)})
+    return indices
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def remote_compute_ms(bundle, indices: np.ndarray, repeats: int) -> list[float]:
+    session = bundle.session("remote", threads=1)
+    name = session.get_inputs()[0].name
+    times = []
+    for i in range(repeats):
+        x = indices[i % len(indices)][None]
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+async def _stream_rtts(make_call, messages: list, count: int, warmup: int) -> tuple[list[float], float]:
+    """One stream, one message in flight: round trips in ms, and the elapsed seconds of the measured part."""
+    call = make_call()
+    for i in range(warmup):
+        await call.write(messages[i % len(messages)])
+        await call.read()
+    rtts = []
+    started = time.perf_counter()
+    for i in range(count):
+        sent = time.perf_counter()
+        await call.write(messages[i % len(messages)])
+        response = await call.read()
+        rtts.append((time.perf_counter() - sent) * 1000.0)
+        status = getattr(response, "status", None)
+        if status is not None and status.code != 0:
+            raise RuntimeError(f"the worker answered {status.code}: {status.message}")
+    elapsed = time.perf_counter() - started
+    await call.done_writing()
+    return rtts, elapsed
+
+
+async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams: int) -> dict[str, Any]:
+    import grpc
+
+    from agilenn.v1 import inference_pb2, inference_pb2_grpc
+
+    payloads = [bundle.codec.encode(sample) for sample in indices]
+    shape = list(bundle.remote_shape)
+    infer = [inference_pb2.InferRequest(request_id=i + 1, bundle_hash=bundle.bundle_hash,
+                                        features=inference_pb2.Tensor(data=p, shape=shape, codec=bundle.codec.codec_id))
+             for i, p in enumerate(payloads)]
+    echo = [inference_pb2.EchoMessage(request_id=i + 1, data=p) for i, p in enumerate(payloads)]
+    warmup = max(requests // 10, 50)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        await stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=30)
+        echo_rtts, _ = await _stream_rtts(stub.EchoStream, echo, requests, warmup)
+        infer_rtts, infer_s = await _stream_rtts(stub.InferStream, infer, requests, warmup)
+        unary = []
+        for i in range(min(requests, 500)):
+            sent = time.perf_counter()
+            await stub.Infer(infer[i % len(infer)])
+            unary.append((time.perf_counter() - sent) * 1000.0)
+
+    # one channel per stream, as separate devices would have
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(streams)]
+    try:
+        stubs = [inference_pb2_grpc.InferenceStub(c) for c in channels]
+        per_stream = max(requests // 4, 100)
+        await asyncio.gather(*(_stream_rtts(s.InferStream, infer, warmup, 0) for s in stubs))
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(_stream_rtts(s.InferStream, infer, per_stream, 0) for s in stubs))
+        many_s = time.perf_counter() - started
+    finally:
+        for c in channels:
+            await c.close()
+    many_rtts = [r for rtts, _ in outcomes for r in rtts]
+    return {
+        "echo_rtt_p50_ms": _pct(echo_rtts, 50),
+        "infer_rtt_p50_ms": _pct(infer_rtts, 50),
+        "infer_rtt_p99_ms": _pct(infer_rtts, 99),
+        "infer_unary_rtt_p50_ms": _pct(unary, 50),
+        "throughput_1_stream_per_s": requests / infer_s,
+        f"throughput_{streams}_streams_per_s": len(many_rtts) / many_s,
+        f"rtt_p50_{streams}_streams_ms": _pct(many_rtts, 50),
+        f"rtt_p99_{streams}_streams_ms": _pct(many_rtts, 99),
+        "payload_bytes_median": float(np.median([len(p) for p in payloads])),
+    }
+
+
+def bench_cloud(bundle_dir: str | Path, requests: int = 2000, streams: int = 16,
+                max_batch_size: int | None = None, max_batch_wait_ms: float | None = None) -> dict[str, Any]:
+    from agilenn.bundle import Bundle
+    from cloud_worker.config import WorkerConfig
+
+    bundle = Bundle(bundle_dir)
+    overrides = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_batch_wait_ms", max_batch_wait_ms))
+                 if v is not None}
+    config = WorkerConfig(**overrides)
+    indices = _samples(bundle, 256)
+    compute = remote_compute_ms(bundle, indices, max(requests, 500))
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(str(bundle_dir), config.model_dump_json(), child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(120):
+            raise RuntimeError("the bench server did not start within 120 s")
+        port = parent.recv()
+        client = asyncio.run(_client(port, bundle, indices, requests, streams))
+    finally:
+        parent.send("stop")
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+    report = {
+        "bundle": str(bundle_dir),
+        "bundle_hash": bundle.bundle_hash,
+        "cpus": os.cpu_count(),
+        "requests": requests,
+        "streams": streams,
+        "max_batch_size": config.max_batch_size,
+        "max_batch_wait_ms": config.max_batch_wait_ms,
+        "remote_compute_p50_ms": _pct(compute, 50),
+        **client,
+    }
+    report["overhead_ratio"] = report["infer_rtt_p50_ms"] / (report["echo_rtt_p50_ms"] + report["remote_compute_p50_ms"])
+    report[f"throughput_ratio_{streams}_vs_1"] = (
+        report[f"throughput_{streams}_streams_per_s"] / report["throughput_1_stream_per_s"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    cloud = commands.add_parser("cloud", help="round trips and throughput of one worker on loopback")
+    cloud.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
+    cloud.add_argument("--requests", type=int, default=2000, help="measured requests on one stream")
+    cloud.add_argument("--streams", type=int, default=16, help="concurrent streams for the throughput run")
+    cloud.add_argument("--max-batch-size", type=int, default=None)
+    cloud.add_argument("--max-batch-wait-ms", type=float, default=None)
+    cloud.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    report = bench_cloud(args.bundle, args.requests, args.streams, args.max_batch_size, args.max_batch_wait_ms)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

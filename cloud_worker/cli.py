@@ -1,0 +1,83 @@
+"""`agilenn cloud serve`: serve a bundle's remote part on N Ray-managed gRPC workers.
+
+Starts a local Ray in-process (the embedded default) or joins a cluster with
+--ray-address, prints the worker endpoints, and serves until interrupted (Ctrl-C or
+SIGTERM), then drains in-flight requests and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from cloud_worker.config import ServeConfig, WorkerConfig
+
+log = logging.getLogger("agilenn.cloud")
+
+
+def build_config(args: argparse.Namespace) -> ServeConfig:
+    data: dict = {}
+    if args.config:
+        import yaml
+        from pathlib import Path
+
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+    worker = dict(data.get("worker", {}))
+    for field in ("max_batch_size", "max_batch_wait_ms", "metrics_port", "max_message_bytes", "drain_timeout_s"):
+        value = getattr(args, field)
+        if value is not None:
+            worker[field] = value
+    data["worker"] = WorkerConfig.model_validate(worker).model_dump()
+    for field in ("workers", "host", "port", "ray_address", "cpus_per_worker"):
+        value = getattr(args, field)
+        if value is not None:
+            data[field] = value
+    return ServeConfig.model_validate(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn cloud", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a bundle until interrupted")
+    serve.add_argument("--bundle", required=True, help="bundle folder (holds manifest.json)")
+    serve.add_argument("--workers", type=int, default=None, help="worker actors (default 2)")
+    serve.add_argument("--host", default=None, help="address workers bind (default 127.0.0.1; 0.0.0.0 for other machines)")
+    serve.add_argument("--port", type=int, default=None, help="worker i listens on PORT+i (default 50051; 0: free ports)")
+    serve.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--cpus-per-worker", type=float, default=None, help="Ray CPUs each worker holds (default 1)")
+    serve.add_argument("--max-batch-size", type=int, default=None)
+    serve.add_argument("--max-batch-wait-ms", type=float, default=None)
+    serve.add_argument("--max-message-bytes", type=int, default=None)
+    serve.add_argument("--drain-timeout-s", type=float, default=None)
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="Prometheus metrics of worker i on METRICS_PORT+i (default: none)")
+    serve.add_argument("--config", help="YAML/JSON file with ServeConfig fields (flags override it)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = build_config(args)
+
+    from cloud_worker.service import CloudService
+
+    service = CloudService(args.bundle, config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    endpoints = service.start()
+    for worker in service.workers:
+        metrics = f", metrics on :{worker['metrics_port']}" if worker.get("metrics_port") else ""
+        log.info("%s serving at %s (pid %s%s)", worker["worker_id"], worker["endpoint"], worker["pid"], metrics)
+    print(" ".join(endpoints), flush=True)
+    try:
+        stop.wait()
+    finally:
+        log.info("draining and stopping")
+        service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
