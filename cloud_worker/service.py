@@ -65,6 +65,12 @@ class WorkerActor:
         return {"worker_id": self.worker_id, "endpoint": self.endpoint(), "pid": os.getpid(),
                 "metrics_port": self._server.metrics_port, "node_ip": _node_ip()}
 
+    def modules_loaded(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Which of these top-level packages this worker process has imported (tests keep torch out)."""
+        import sys
+
+        return sorted(m for m in sys.modules if m.split(".")[0] in prefixes)
+
     def set_endpoints(self, endpoints: list[str]) -> None:
         self._endpoints = list(endpoints)
 
