@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "device": ("device_agent.cli", "device", "run the device agent over a source of inputs"),
     "demo": ("agilenn.demo", "cloud", "run the whole system on the embedded default"),
     "bench": ("agilenn.bench", "cloud", "measure the cloud data plane"),
+    "simulate": ("agilenn.simulate.cli", "device", "model every scheme's latency, energy and memory on weak devices and links"),
 }
 
 # Top-level packages each extra installs; used to name the extra when an import fails.

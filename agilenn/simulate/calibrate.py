@@ -1,0 +1,151 @@
+"""Measure this machine's compute profile: time the exported models and fit the rates.
+
+    agilenn simulate calibrate [--measured bundles/baselines/measured.json] [--write FILE]
+
+Every model the measured-schemes file describes (AgileNN's device, remote and reference models,
+the local-only baselines, the DeepCOD-like halves) is run with ONNX Runtime on one thread at
+batch 1; the median time of each is fitted by least squares to
+`fixed_ms + light MACs / macs_per_s + dense MACs / dense_macs_per_s`, light and dense split by
+the profile's inner-product threshold. The coder's cost per symbol is timed on AgileNN's payloads.
+Run it on an idle machine: a busy CPU inflates every number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DENSE_INNER_MIN = 16
+
+
+def _time_session(path: Path, feed: np.ndarray, repeats: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(20):
+        session.run(None, {name: feed})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {name: feed})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _split_macs(layers: list[dict[str, Any]]) -> tuple[int, int]:
+    light = sum(r["macs"] for r in layers if r["inner"] < DENSE_INNER_MIN)
+    return light, sum(r["macs"] for r in layers) - light
+
+
+def models(measured: dict[str, Any]) -> list[tuple[str, Path, np.ndarray, list[dict[str, Any]]]]:
+    """(label, onnx file, one input, layer table) for every model the measured file can locate."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, 1, 28, 28)).astype(np.float32)
+    out = []
+    for s in measured["schemes"]:
+        folder = Path(s.get("bundle", ""))
+        if s["kind"] == "local-only" and (folder / "model.onnx").exists():
+            out.append((s["name"], folder / "model.onnx", image, s["device_layers"]))
+        elif s["kind"] in ("agilenn", "deepcod") and (folder / "device.onnx").exists():
+            manifest = json.loads((folder / "manifest.json").read_text())
+            shape = [manifest["split"]["remote_channels"], *manifest["split"]["feature_shape"][1:]]
+            levels = manifest["quantizer"]["levels"]
+            indices = rng.integers(0, levels, (1, *shape)).astype(np.uint8)
+            out.append((f"{s['name']}/device", folder / "device.onnx", image, s["device_layers"]))
+            out.append((f"{s['name']}/remote", folder / "remote.onnx", indices, s["cloud_layers"]))
+            if s["kind"] == "agilenn" and (folder / "reference.onnx").exists():
+                ref = next((c for c in measured["cuts"] if c["name"] == "logits"), None)
+                if ref is not None:
+                    out.append(("reference", folder / "reference.onnx", image, ref["device_layers"]))
+    return out
+
+
+def calibrate(measured: dict[str, Any], repeats: int = 300) -> dict[str, Any]:
+    rows, times, labels = [], [], []
+    for label, path, feed, layers in models(measured):
+        light, dense = _split_macs(layers)
+        rows.append([1.0, light / 1e3, dense / 1e3])  # ms = fixed + light/1e3 * (1e6/rate) ... in ms per kMAC
+        times.append(_time_session(path, feed, repeats))
+        labels.append({"model": label, "light_macs": light, "dense_macs": dense, "median_ms": times[-1]})
+    if len(rows) < 3:
+        raise ValueError(f"calibration needs at least 3 models with layer tables, found {len(rows)}")
+    coef, *_ = np.linalg.lstsq(np.array(rows), np.array(times), rcond=None)
+    fixed, ms_per_kmac_light, ms_per_kmac_dense = (float(c) for c in coef)
+    fit = {"fixed_ms": max(fixed, 0.0),
+           "macs_per_s": 1e6 / ms_per_kmac_light if ms_per_kmac_light > 0 else None,
+           "dense_macs_per_s": 1e6 / ms_per_kmac_dense if ms_per_kmac_dense > 0 else None}
+    predicted = np.array(rows) @ coef
+    for row, p in zip(labels, predicted):
+        row["fitted_ms"] = float(p)
+    return {"fit": fit, "models": labels, "encode_ns_per_symbol": _encode_cost(measured),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+
+
+def _encode_cost(measured: dict[str, Any], samples: int = 200) -> float | None:
+    from agilenn.bundle import Bundle
+
+    agile = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
+    folder = Path(agile.get("bundle", ""))
+    if not (folder / "manifest.json").exists():
+        return None
+    bundle = Bundle(folder, verify=False)
+    rng = np.random.default_rng(0)
+    shape = bundle.remote_shape
+    probs = bundle.codec.tables if hasattr(bundle.codec, "tables") else None
+    indices = rng.integers(0, bundle.codec.levels, (samples, *shape)).astype(np.uint8)
+    if probs is not None:  # draw from the fitted tables, as real payloads are
+        for c in range(shape[0]):
+            indices[:, c] = rng.choice(bundle.codec.levels, size=(samples, *shape[1:]), p=probs[c])
+    start = time.perf_counter()
+    for sample in indices:
+        bundle.codec.encode(sample)
+    return float((time.perf_counter() - start) / samples / np.prod(shape) * 1e9)
+
+
+def profile_yaml(result: dict[str, Any], command: str) -> str:
+    fit, machine = result["fit"], result["machine"]
+    lines = [f"  {m['model']}: {m['median_ms']:.4f} ms measured, {m['fitted_ms']:.4f} ms fitted "
+             f"({m['light_macs']} light + {m['dense_macs']} dense MACs)" for m in result["models"]]
+    mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    disk = os.statvfs("/")
+    return "\n".join([
+        "name: host",
+        f"description: this machine ({machine['processor']}, {machine['cpus']} CPUs), ONNX Runtime on one thread",
+        "kind: host",
+        "calibration: measured",
+        "source: >-",
+        f"  Measured on this machine by `{command}` on {time.strftime('%Y-%m-%d')}"
+        f" (load average {machine['load_average'][0]:.2f} while measuring; a busy CPU inflates the times).",
+        "  Median time per model at batch 1, least-squares fit of fixed + light/rate + dense/rate:",
+        *lines,
+        "  encode_ns_per_symbol: constriction's range coder called from Python on AgileNN payloads (mostly call",
+        "  overhead). Memory: physical RAM and root file system size. Power: estimate of a desktop CPU core",
+        "  (no power meter here); the host usually serves as the cloud, where power is not modelled.",
+        "compute:",
+        f"  macs_per_s: {fit['macs_per_s']:.4g}",
+        f"  dense_macs_per_s: {fit['dense_macs_per_s']:.4g}",
+        f"  dense_inner_min: {DENSE_INNER_MIN}",
+        f"  fixed_ms: {fit['fixed_ms']:.4f}",
+        f"  encode_ns_per_symbol: {result['encode_ns_per_symbol'] or 0.0:.1f}",
+        "memory:",
+        f"  sram_bytes: {mem_total}",
+        f"  flash_bytes: {disk.f_blocks * disk.f_frsize}",
+        "  runtime_sram_bytes: 0",
+        "  runtime_flash_bytes: 0",
+        "power:",
+        "  compute_mw: 15000.0",
+        "  transmit_mw: 2000.0",
+        "  receive_mw: 2000.0",
+        ""])

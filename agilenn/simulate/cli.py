@@ -1,0 +1,208 @@
+"""`agilenn simulate`: every scheme on a modelled device and link, from measured accuracy and bytes.
+
+    agilenn simulate --device stm32f746-216mhz --link wifi-6mbps [--json] [--report DIR]
+    agilenn simulate sweep --device stm32f746-216mhz --links ble-270kbps,wifi-2mbps,wifi-6mbps --report DIR
+    agilenn simulate recommend --device esp32-s3 --link ble-270kbps --min-accuracy 0.88
+    agilenn simulate fleet --devices 50 --rate 20 --cloud localhost:50051 [--json]
+    agilenn simulate calibrate [--write FILE]      # measure this machine's profile
+    agilenn simulate profiles                      # list device and link profiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agilenn.simulate import compare
+from agilenn.simulate.profiles import ProfileError, available, load_device, load_link
+
+COMMANDS = ("run", "sweep", "recommend", "fleet", "calibrate", "profiles")
+
+
+def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
+    parser.add_argument("--device", default="stm32f746-216mhz", help="device profile name or YAML path")
+    if link:
+        parser.add_argument("--link", default="wifi-6mbps", help="link profile name or YAML path")
+    parser.add_argument("--cloud", default="host", help="profile of the machine serving the remote part")
+    parser.add_argument("--measured", default=str(compare.DEFAULT_MEASURED),
+                        help="measured schemes (python -m partitioner.simdata writes it)")
+    parser.add_argument("--framing", choices=compare.FRAMINGS, default="grpc",
+                        help="grpc: the runtime's own messages around each payload; raw: payload bytes only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agilenn simulate", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="every scheme on one device and link (the default)")
+    _common(run)
+    run.add_argument("--report", default=None, help="write report.md and PNG plots to this folder")
+    sweep = sub.add_parser("sweep", help="every scheme on several links")
+    _common(sweep, link=False)
+    sweep.add_argument("--links", required=True, help="comma-separated link profiles")
+    sweep.add_argument("--report", default=None)
+    rec = sub.add_parser("recommend", help="the fastest scheme that reaches an accuracy and fits the device")
+    _common(rec)
+    rec.add_argument("--min-accuracy", type=float, required=True)
+    fleet = sub.add_parser("fleet", help="N device agents against a running cloud service")
+    fleet.add_argument("--devices", type=int, default=10)
+    fleet.add_argument("--rate", type=float, default=20.0, help="inferences per second per device")
+    fleet.add_argument("--cloud", required=True, help="worker address host:port")
+    fleet.add_argument("--bundle", default="bundles/fashion-mnist")
+    fleet.add_argument("--seconds", type=float, default=10.0)
+    fleet.add_argument("--deadline-ms", type=float, default=200.0)
+    fleet.add_argument("--confidence", type=float, default=None, help="answer locally above this confidence")
+    fleet.add_argument("--report", default=None)
+    fleet.add_argument("--json", action="store_true")
+    cal = sub.add_parser("calibrate", help="measure this machine's compute profile")
+    cal.add_argument("--measured", default=str(compare.DEFAULT_MEASURED))
+    cal.add_argument("--repeats", type=int, default=300)
+    cal.add_argument("--write", default=None, help="write the profile YAML here")
+    cal.add_argument("--json", action="store_true")
+    sub.add_parser("profiles", help="list the built-in profiles")
+    return parser
+
+
+def _fmt_row(s: dict[str, Any]) -> str:
+    lat = s["latency_ms"]
+    fits = "yes" if s["fits_device"] else "NO"
+    return (f"{s['name']:<13} {s['accuracy']:>6.4f} {s['device_macs']:>9,} {s['payload_bytes']:>7.1f} "
+            f"{lat['device_ms']:>8.2f} {lat['encode_ms']:>7.2f} {lat['network_ms']:>8.2f} {lat['cloud_ms']:>6.2f} "
+            f"{lat['return_ms']:>7.2f} {lat['total_ms']:>8.2f} {s['energy_mj']:>9.2f} {fits:>4}")
+
+
+HEADER = (f"{'scheme':<13} {'acc':>6} {'dev MACs':>9} {'bytes':>7} {'device':>8} {'encode':>7} {'network':>8} "
+          f"{'cloud':>6} {'return':>7} {'total':>8} {'energy mJ':>9} {'fits':>4}")
+
+
+def print_result(result: dict[str, Any]) -> None:
+    print(f"{result['dataset']} ({result['samples']} test samples) on {result['device']} over {result['link']}, "
+          f"cloud {result['cloud']}, framing {result['framing']}; latency in ms")
+    print(HEADER)
+    for s in result["schemes"]:
+        print(_fmt_row(s))
+    notes = [f"  {s['name']}: {s['note']}" for s in result["schemes"] if s["note"]]
+    if notes:
+        print("notes:\n" + "\n".join(notes))
+    print("summary (baseline / AgileNN; larger favours AgileNN):")
+    for key, value in result["summary"].items():
+        if key == "crossover_detail":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {'-' if v is None else f'{v:,.0f}'}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.2f}"
+        print(f"  {key}: {value}")
+    for name, detail in result["summary"].get("crossover_detail", {}).items():
+        if detail["kbps"] is None:
+            print(f"  AgileNN vs {name}: faster {detail['agilenn_faster']} between "
+                  f"{detail['range_kbps'][0]:g} and {detail['range_kbps'][1]:g} kbps")
+
+
+def _profiles(args) -> tuple:
+    return load_device(args.device), load_device(args.cloud)
+
+
+def cmd_run(args) -> int:
+    measured = compare.load_measured(args.measured)
+    device, cloud = _profiles(args)
+    link = load_link(args.link)
+    result = compare.simulate(measured, device, link, cloud, args.framing)
+    if args.report:
+        from agilenn.simulate.report import write_report
+
+        result["report"] = str(write_report(Path(args.report), measured, [result], device, cloud, args.framing))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_result(result)
+        if args.report:
+            print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    measured = compare.load_measured(args.measured)
+    device, cloud = _profiles(args)
+    links = [load_link(name.strip()) for name in args.links.split(",") if name.strip()]
+    results = [compare.simulate(measured, device, link, cloud, args.framing) for link in links]
+    out: dict[str, Any] = {"device": device.name, "runs": results}
+    if args.report:
+        from agilenn.simulate.report import write_report
+
+        out["report"] = str(write_report(Path(args.report), measured, results, device, cloud, args.framing))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for result in results:
+            print_result(result)
+            print()
+        if args.report:
+            print(f"report: {out['report']}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    measured = compare.load_measured(args.measured)
+    device, cloud = _profiles(args)
+    result = compare.recommend(measured, device, load_link(args.link), cloud, args.min_accuracy, args.framing)
+    if args.json:
+        print(json.dumps(result))
+        return 0 if result["recommended"] else 1
+    print(f"on {result['device']} over {result['link']} with accuracy >= {result['min_accuracy']}:")
+    print(f"  recommended: {result['reason']}")
+    print(HEADER + "  why not")
+    for row in result["candidates"]:
+        print(_fmt_row(row) + ("  " + "; ".join(row["why_not"]) if row["why_not"] else "  eligible"))
+    return 0 if result["recommended"] else 1
+
+
+def cmd_fleet(args) -> int:
+    from agilenn.simulate.fleet import run_fleet
+
+    result = run_fleet(args.bundle, args.cloud, devices=args.devices, rate_hz=args.rate, seconds=args.seconds,
+                       deadline_ms=args.deadline_ms, confidence=args.confidence,
+                       report=Path(args.report) if args.report else None)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from agilenn.simulate.calibrate import calibrate, profile_yaml
+
+    result = calibrate(compare.load_measured(args.measured), args.repeats)
+    text = profile_yaml(result, "agilenn simulate calibrate " + " ".join(
+        a for a in sys.argv[3:] if a != "--json"))
+    if args.write:
+        Path(args.write).write_text(text)
+    print(json.dumps(result) if args.json else text)
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    for kind in ("device", "link"):
+        print(f"{kind} profiles:")
+        for name in available(kind):
+            profile = load_device(name) if kind == "device" else load_link(name)
+            print(f"  {name:<18} [{profile.calibration}] {profile.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+        argv = ["run", *argv]
+    args = _parser().parse_args(argv)
+    try:
+        return globals()[f"cmd_{args.command}"](args)
+    except (ProfileError, compare.MeasuredDataError) as exc:
+        print(f"agilenn simulate: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Every measured scheme on one device and link: latency by parts, energy, memory, and the
+summary ratios against AgileNN (each baseline / AgileNN, so larger favours AgileNN).
+
+The measured schemes come from a JSON file written by `python -m partitioner.simdata`
+(accuracy and real encoded bytes from the exported bundles, per-layer tables); this module only
+reads it, so a simulation needs neither torch nor the models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from agilenn.simulate.cuts import Cut, NoEligibleCut, choose_cut
+from agilenn.simulate.model import Latency, Layer, Workload, energy_mj, latency, memory
+from agilenn.simulate.profiles import DeviceProfile, LinkProfile
+
+SCHEMA = "agilenn-simdata-v1"
+DEFAULT_MEASURED = Path("bundles/baselines/measured.json")
+OFFLOADING_BASELINES = ("full-offload", "layer-split", "deepcod")
+FRAMINGS = ("grpc", "raw")
+SWEEP_KBPS = (10.0, 1e7)  # crossover search range
+# p50 cost of one message on a grpc.aio bidirectional stream, measured on this project's 2-core
+# machines (DESIGN.md, "Cloud data plane"): the worker's per-request overhead besides its model.
+CLOUD_OVERHEAD_MS = 0.3
+
+
+class MeasuredDataError(ValueError):
+    """The measured-schemes file is missing or not of the expected form."""
+
+
+def load_measured(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise MeasuredDataError(
+            f"{path} not found; write it with `python -m partitioner.simdata --agilenn BUNDLE --baselines DIR "
+            f"--out {path}` (needs the train extra), or pass --measured FILE")
+    data = json.loads(path.read_text())
+    if data.get("schema") != SCHEMA:
+        raise MeasuredDataError(f"{path}: schema {data.get('schema')!r}, this agilenn reads {SCHEMA!r}")
+    if not any(s["kind"] == "agilenn" for s in data["schemes"]):
+        raise MeasuredDataError(f"{path} holds no AgileNN scheme")
+    return data
+
+
+def workload(scheme: dict[str, Any], protocol: dict[str, int], framing: str = "grpc") -> Workload:
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+    offloads = scheme["payload_bytes"] > 0
+    grpc = framing == "grpc"
+    return Workload(
+        name=scheme["name"],
+        device_layers=tuple(Layer.from_dict(r) for r in scheme["device_layers"]),
+        input_bytes=scheme.get("input_bytes", 0),
+        encode_symbols=scheme.get("encode_symbols", 0) if offloads else 0,
+        payload_bytes=scheme["payload_bytes"],
+        request_overhead_bytes=protocol["request_overhead_bytes"] if (offloads and grpc) else 0,
+        response_bytes=(protocol["response_bytes"] if grpc else protocol["raw_response_bytes"]) if offloads else 0,
+        cloud_layers=tuple(Layer.from_dict(r) for r in scheme.get("cloud_layers", [])),
+        cloud_overhead_ms=CLOUD_OVERHEAD_MS if offloads else 0.0,
+    )
+
+
+@dataclass
+class SchemeResult:
+    name: str
+    kind: str
+    accuracy: float
+    workload: Workload
+    latency: Latency
+    energy_mj: float
+    sram_bytes: int
+    flash_bytes: int
+    fits_device: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "accuracy": self.accuracy,
+                "device_macs": self.workload.device_macs, "payload_bytes": self.workload.payload_bytes,
+                "latency_ms": self.latency.to_json(), "energy_mj": self.energy_mj,
+                "sram_bytes": self.sram_bytes, "flash_bytes": self.flash_bytes, "fits_device": self.fits_device,
+                "note": self.note}
+
+
+def _result(scheme: dict[str, Any], work: Workload, device: DeviceProfile, link: LinkProfile,
+            cloud: DeviceProfile, note: str = "") -> SchemeResult:
+    lat = latency(work, device, link, cloud)
+    mem = memory(work, device)
+    if not mem.fits:
+        note = "; ".join(filter(None, [note, "does not fit: " + ", ".join(mem.why_not)]))
+    return SchemeResult(scheme["name"], scheme["kind"], scheme["accuracy"], work, lat, energy_mj(lat, device),
+                        mem.sram_bytes, mem.flash_bytes, mem.fits, note)
+
+
+def split_cuts(measured: dict[str, Any], framing: str = "grpc") -> list[Cut]:
+    """The interior cuts of the reference network (neither the raw input nor the logits)."""
+    protocol = measured["protocol"]
+    return [Cut(c["name"], workload({**c, "payload_bytes": c["payload_bytes_median"]}, protocol, framing),
+                c["accuracy"]) for c in measured["cuts"] if c["name"] not in ("input", "logits")]
+
+
+def evaluate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+             framing: str = "grpc") -> list[SchemeResult]:
+    protocol = measured["protocol"]
+    results = []
+    for scheme in measured["schemes"]:
+        note = f"variant {scheme['variant']}" if scheme.get("variant") else ""
+        if scheme.get("cut"):
+            note = f"reference network cut at '{scheme['cut']}'"
+        results.append(_result(scheme, workload(scheme, protocol, framing), device, link, cloud, note))
+    try:
+        choice = choose_cut(split_cuts(measured, framing), device, link, cloud)
+    except NoEligibleCut as exc:
+        choice = None
+        results.append(SchemeResult("layer-split", "layer-split", float("nan"), Workload("layer-split"),
+                                    Latency(0, 0, 0, 0, 0), float("nan"), 0, 0, False, str(exc)))
+    if choice is not None:
+        cut = next(c for c in measured["cuts"] if c["name"] == choice.cut.name)
+        scheme = {"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]}
+        results.append(_result(scheme, choice.cut.workload, device, link, cloud,
+                               f"best cut for this device and link: after '{cut['name']}', "
+                               f"{cut['codec']}-coded 8-bit activation {cut['activation_shape']}"))
+    order = {"agilenn": 0, "local-only": 1, "full-offload": 2, "layer-split": 3, "deepcod": 4}
+    results.sort(key=lambda r: (order.get(r.kind, 9), r.workload.device_macs))
+    return results
+
+
+def _by_name(results: Iterable[SchemeResult]) -> dict[str, SchemeResult]:
+    return {r.name: r for r in results}
+
+
+def nearest_local(results: list[SchemeResult]) -> SchemeResult | None:
+    agile = next(r for r in results if r.kind == "agilenn")
+    local = [r for r in results if r.kind == "local-only"]
+    return min(local, key=lambda r: (abs(r.accuracy - agile.accuracy), r.latency.total_ms)) if local else None
+
+
+def latency_at(measured: dict[str, Any], name: str, device: DeviceProfile, link: LinkProfile,
+               cloud: DeviceProfile, framing: str) -> float:
+    """One scheme's total latency; the layer split re-chooses its cut for this link."""
+    if name == "layer-split":
+        return choose_cut(split_cuts(measured, framing), device, link, cloud).latency.total_ms
+    scheme = next(s for s in measured["schemes"] if s["name"] == name)
+    return latency(workload(scheme, measured["protocol"], framing), device, link, cloud).total_ms
+
+
+def crossover(measured: dict[str, Any], baseline: str, device: DeviceProfile, link: LinkProfile,
+              cloud: DeviceProfile, framing: str = "grpc", points: int = 121) -> dict[str, Any]:
+    """The uplink rate below which AgileNN answers faster than `baseline` (same RTT, loss, packets).
+
+    Scans a log grid of rates, then bisects the highest rate where the sign flips."""
+    lo, hi = (math.log10(k * 1e3) for k in SWEEP_KBPS)
+    rates = [10 ** (lo + (hi - lo) * i / (points - 1)) for i in range(points)]
+
+    def gap(rate: float) -> float:  # > 0: AgileNN faster
+        at = link.with_rate(rate)
+        return (latency_at(measured, baseline, device, at, cloud, framing)
+                - latency_at(measured, "agilenn", device, at, cloud, framing))
+
+    gaps = [gap(r) for r in rates]
+    if all(g > 0 for g in gaps):
+        return {"kbps": None, "agilenn_faster": "at every rate", "range_kbps": list(SWEEP_KBPS)}
+    if all(g <= 0 for g in gaps):
+        return {"kbps": None, "agilenn_faster": "at no rate", "range_kbps": list(SWEEP_KBPS)}
+    # the highest flip from faster (below) to not faster (above)
+    i = max(j for j in range(points - 1) if gaps[j] > 0 >= gaps[j + 1])
+    a, b = rates[i], rates[i + 1]
+    for _ in range(40):
+        mid = math.sqrt(a * b)
+        a, b = (mid, b) if gap(mid) > 0 else (a, mid)
+    also_above = any(g > 0 for g in gaps[i + 1:])
+    return {"kbps": a / 1e3, "agilenn_faster": "below" + (" (and again at some higher rates)" if also_above else ""),
+            "range_kbps": list(SWEEP_KBPS)}
+
+
+def summary(measured: dict[str, Any], results: list[SchemeResult], device: DeviceProfile, link: LinkProfile,
+            cloud: DeviceProfile, framing: str = "grpc") -> dict[str, Any]:
+    named = _by_name(results)
+    agile = named["agilenn"]
+    out: dict[str, Any] = {}
+    local = nearest_local(results)
+    if local is not None:
+        out["local_only_nearest"] = local.name
+        out["speedup_vs_local_only"] = local.latency.total_ms / agile.latency.total_ms
+        out["device_macs_ratio_vs_local_only"] = local.workload.device_macs / agile.workload.device_macs
+        out["energy_ratio_vs_local_only"] = local.energy_mj / agile.energy_mj
+        if device.compute.dense_macs_per_s is not None:  # sensitivity: one MAC rate for every layer
+            single = device.model_copy(update={"compute": device.compute.model_copy(
+                update={"dense_macs_per_s": None})})
+            agile_single = latency(agile.workload, single, link, cloud).total_ms
+            out["speedup_vs_local_only_single_rate"] = latency(local.workload, single, link, cloud).total_ms / agile_single
+    for name in ("full-offload", "layer-split", "deepcod"):
+        if name in named and named[name].workload.payload_bytes:
+            key = name.replace("-", "_")
+            out[f"bytes_ratio_vs_{key}"] = named[name].workload.payload_bytes / agile.workload.payload_bytes
+            out[f"speedup_vs_{key}"] = named[name].latency.total_ms / agile.latency.total_ms
+    out["crossover_kbps"] = {}
+    out["crossover_detail"] = {}
+    for name in OFFLOADING_BASELINES:
+        if name in named and named[name].fits_device and not math.isnan(named[name].accuracy):
+            detail = crossover(measured, name, device, link, cloud, framing)
+            out["crossover_kbps"][name] = detail["kbps"]
+            out["crossover_detail"][name] = detail
+    return out
+
+
+def simulate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+             framing: str = "grpc") -> dict[str, Any]:
+    results = evaluate(measured, device, link, cloud, framing)
+    return {"device": device.name, "link": link.name, "cloud": cloud.name, "framing": framing,
+            "dataset": measured["dataset"], "samples": measured["samples"],
+            "schemes": [r.to_json() for r in results],
+            "summary": summary(measured, results, device, link, cloud, framing)}
+
+
+def recommend(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+              min_accuracy: float, framing: str = "grpc") -> dict[str, Any]:
+    """The fastest scheme that fits the device and reaches `min_accuracy`, with the candidates."""
+    results = evaluate(measured, device, link, cloud, framing)
+    # the layer split may meet the floor at another cut than the fastest one
+    try:
+        floor_choice = choose_cut(split_cuts(measured, framing), device, link, cloud, min_accuracy=min_accuracy)
+    except NoEligibleCut:
+        floor_choice = None
+    rows = []
+    for r in results:
+        if r.kind == "layer-split" and floor_choice is not None and r.accuracy < min_accuracy:
+            cut = next(c for c in measured["cuts"] if c["name"] == floor_choice.cut.name)
+            r = _result({"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]},
+                        floor_choice.cut.workload, device, link, cloud, f"cut after '{cut['name']}'")
+        reasons = []
+        if math.isnan(r.accuracy) or r.accuracy < min_accuracy:
+            reasons.append(f"accuracy {r.accuracy:.4f} < {min_accuracy}")
+        if not r.fits_device:
+            reasons.append("does not fit the device")
+        rows.append({**r.to_json(), "eligible": not reasons, "why_not": reasons})
+    eligible = [row for row in rows if row["eligible"]]
+    best = min(eligible, key=lambda row: (row["latency_ms"]["total_ms"], -row["accuracy"])) if eligible else None
+    return {"device": device.name, "link": link.name, "min_accuracy": min_accuracy,
+            "recommended": None if best is None else best["name"],
+            "reason": (f"{best['name']}: {best['latency_ms']['total_ms']:.2f} ms, accuracy {best['accuracy']:.4f}, "
+                       f"fits the device" if best else "no scheme meets the accuracy floor and fits the device"),
+            "candidates": sorted(rows, key=lambda row: (not row["eligible"], row["latency_ms"]["total_ms"]))}

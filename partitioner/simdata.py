@@ -1,0 +1,175 @@
+"""Measure every scheme once for the simulator: `agilenn simulate` then needs no torch.
+
+    python -m partitioner.simdata --agilenn bundles/fashion-mnist --baselines bundles/baselines \
+        --out bundles/baselines/measured.json [--export-splits]
+
+Per scheme: test accuracy with the exported ONNX models, real encoded bytes per inference
+(median over the test set), the device part's per-layer table (MACs, inner-product length,
+int8 weights and activations) and the cloud part's. Per candidate cut of the reference
+network: the same (see `partitioner.splits`). The protocol's framing is measured from the
+runtime's own protobuf messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agilenn.bundle import Bundle
+from agilenn.datasets import load_dataset
+from agilenn.evaluate import evaluate_bundle
+from partitioner.analysis import load_checkpoint
+from partitioner.baselines import BASELINE_FILE
+from partitioner.export import DeviceModule, RemoteModule
+from partitioner.layers import layer_table
+from partitioner.splits import export_cut, load_reference, measure_cuts
+
+SCHEMA = "agilenn-simdata-v1"
+GRPC_FRAMING_BYTES = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header
+
+
+def protocol_overheads(bundle: Bundle) -> dict[str, int]:
+    """Bytes around the payload in the runtime's InferRequest, and a whole InferResponse."""
+    from agilenn.v1 import inference_pb2
+
+    request = inference_pb2.InferRequest(
+        request_id=2 ** 32, bundle_hash=bundle.bundle_hash,
+        features=inference_pb2.Tensor(data=b"", shape=list(bundle.remote_shape), codec=bundle.codec.codec_id))
+    classes = len(bundle.manifest.labels)
+    response = inference_pb2.InferResponse(
+        request_id=2 ** 32, logits=inference_pb2.Tensor(data=bytes(4 * classes), shape=[classes], codec="raw-f32le"),
+        status=inference_pb2.Status(code=0), server_ms=0.5, batch_size=4, worker_id="worker-0")
+    return {"request_overhead_bytes": request.ByteSize() + 2 + GRPC_FRAMING_BYTES,  # +2: the payload's length
+            "response_bytes": response.ByteSize() + GRPC_FRAMING_BYTES,
+            "raw_response_bytes": 4 * classes}
+
+
+def _bundle_scheme(name: str, kind: str, bundle: Bundle, metrics: dict[str, Any], device: torch.nn.Module,
+                   remote: torch.nn.Module) -> dict[str, Any]:
+    shape = bundle.manifest.input.shape
+    example = torch.zeros(1, *shape)
+    return {"name": name, "kind": kind, "bundle": str(bundle.folder), "bundle_hash": bundle.bundle_hash,
+            "accuracy": metrics["accuracy"], "payload_bytes": metrics["payload_bytes_median"],
+            "payload_bytes_p99": metrics["payload_bytes_p99"], "codec": bundle.codec.codec_id,
+            "levels": bundle.manifest.quantizer.levels, "offloaded_channels": bundle.manifest.split.remote_channels,
+            "encode_symbols": int(np.prod(bundle.remote_shape)), "input_bytes": int(np.prod(shape)),
+            "device_layers": layer_table(device, example),
+            "cloud_layers": layer_table(remote, torch.zeros(1, *bundle.remote_shape, dtype=torch.uint8)),
+            "alternatives": {"bitpack-v1": metrics["payload_bytes_bitpack"],
+                             "zlib-v1": metrics["payload_bytes_zlib_median"]}}
+
+
+def measure_agilenn(folder: Path, split) -> dict[str, Any]:
+    bundle = Bundle(folder)
+    model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
+    metrics = evaluate_bundle(bundle, split, skewness=False)
+    scheme = _bundle_scheme("agilenn", "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
+                            RemoteModule(model).eval())
+    scheme.update(accuracy_local_only=metrics["accuracy_local_only"], alpha_local=metrics["alpha_local"],
+                  accuracy_reference=metrics["accuracy_reference"])
+    return scheme
+
+
+def measure_deepcod(folder: Path, split) -> dict[str, Any]:
+    from partitioner.baselines import BaselineConfig, DeepCodDevice, DeepCodNet, DeepCodRemote  # noqa: F401
+
+    bundle = Bundle(folder)
+    metrics = evaluate_bundle(bundle, split, skewness=False)
+    # the layer table comes from the ONNX-free torch twin of the exported shapes
+    config = BaselineConfig.model_validate({k: v for k, v in bundle.manifest.config.items() if k != "baseline"})
+    net = DeepCodNet(config, tuple(bundle.manifest.input.shape), len(bundle.manifest.labels))
+    scheme = _bundle_scheme(bundle.manifest.name, "deepcod", bundle, metrics,
+                            DeepCodDevice(net, config, len(bundle.manifest.labels)).eval(), DeepCodRemote(net).eval())
+    return scheme
+
+
+def measure_local(folder: Path, split) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    info = json.loads((folder / BASELINE_FILE).read_text())
+    session = ort.InferenceSession(str(folder / info["files"]["model"]), providers=["CPUExecutionProvider"])
+    images = split.images.astype(np.float32)
+    logits = np.concatenate([session.run(None, {"image": images[s:s + 1000]})[0] for s in range(0, len(images), 1000)])
+    return {"name": info["name"], "kind": "local-only", "bundle": str(folder),
+            "accuracy": float((logits.argmax(1) == split.labels).mean()), "payload_bytes": 0.0,
+            "encode_symbols": 0, "input_bytes": int(np.prod(info["input_shape"])),
+            "device_layers": info["device_layers"], "cloud_layers": []}
+
+
+def _from_cut(name: str, kind: str, cut: dict[str, Any], input_bytes: int) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "cut": cut["name"], "accuracy": cut["accuracy"],
+            "payload_bytes": cut["payload_bytes_median"], "codec": cut["codec"], "input_bytes": input_bytes,
+            "encode_symbols": cut["encode_symbols"], "device_layers": cut["device_layers"],
+            "cloud_layers": cut["cloud_layers"]}
+
+
+def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
+          export_splits: bool = False) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    bundle = Bundle(agilenn)
+    dataset = load_dataset(dataset_name or bundle.manifest.config["dataset"])
+    split = dataset.test.head(test_limit)
+    input_bytes = int(np.prod(bundle.manifest.input.shape))
+    schemes = [measure_agilenn(agilenn, split)]
+    tradeoff = []
+    for folder in sorted(p for p in baselines.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (folder / BASELINE_FILE).exists():
+            schemes.append(measure_local(folder, split))
+        elif (folder / "manifest.json").exists():
+            config = json.loads((folder / "manifest.json").read_text()).get("config", {})
+            if config.get("baseline") == "deepcod":
+                tradeoff.append(measure_deepcod(folder, split))
+    ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
+    cuts = measure_cuts(ref, dataset, test_limit=test_limit)
+    by_name = {c["name"]: c for c in cuts}
+    schemes.append(_from_cut("local-large", "local-only", by_name["logits"], input_bytes))
+    schemes.append(_from_cut("full-offload", "full-offload", by_name["input"], input_bytes))
+    # the DeepCOD-like scheme is the variant closest to AgileNN's bit width and coder; the others
+    # are points on the accuracy-vs-bytes curve
+    if tradeoff:
+        main = min(tradeoff, key=lambda s: (s["levels"] != schemes[0]["levels"],
+                                            -s["offloaded_channels"], s["name"]))
+        schemes.append({**main, "name": "deepcod", "variant": main["name"]})
+    if export_splits:
+        export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"]["codec"])
+    return {"schema": SCHEMA, "dataset": dataset.name, "samples": len(split), "created": time.strftime("%Y-%m-%d"),
+            "command": "python -m partitioner.simdata " + " ".join(sys.argv[1:]),
+            "raw_input_bytes": input_bytes, "classes": dataset.num_classes,
+            "protocol": protocol_overheads(bundle), "schemes": schemes, "cuts": cuts,
+            "tradeoff": [_point(schemes[0], "agilenn")] + [_point(s, "deepcod") for s in tradeoff]}
+
+
+def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
+    return {"family": family, "name": scheme["name"], "accuracy": scheme["accuracy"],
+            "payload_bytes": scheme["payload_bytes"], "levels": scheme["levels"],
+            "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m partitioner.simdata", description=__doc__.splitlines()[0])
+    parser.add_argument("--agilenn", required=True, help="the AgileNN bundle (its reference network is cut too)")
+    parser.add_argument("--baselines", required=True, help="folder of exported baselines (partitioner.baselines)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
+    parser.add_argument("--export-splits", action="store_true", help="also export full offload as a bundle")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits)
+    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
+    summary = {s["name"]: {"accuracy": round(s["accuracy"], 4), "payload_bytes": s["payload_bytes"]}
+               for s in data["schemes"]}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
