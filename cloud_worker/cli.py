@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
     service = CloudService(args.bundle, config)
     stop = threading.Event()
+    endpoints = service.start()
+    # after Ray's start, which installs its own crash handler for SIGTERM
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    endpoints = service.start()
     for worker in service.workers:
         metrics = f", metrics on :{worker['metrics_port']}" if worker.get("metrics_port") else ""
         log.info("%s serving at %s (pid %s%s)", worker["worker_id"], worker["endpoint"], worker["pid"], metrics)
