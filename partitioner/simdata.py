@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from agilenn.bundle import Bundle
-from agilenn.datasets import load_dataset
+from agilenn.datasets import Dataset, load_dataset
 from agilenn.evaluate import evaluate_bundle
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
@@ -112,10 +112,11 @@ def _from_cut(name: str, kind: str, cut: dict[str, Any], input_bytes: int) -> di
 
 
 def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
-          export_splits: bool = False) -> dict[str, Any]:
+          export_splits: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     bundle = Bundle(agilenn)
-    dataset = load_dataset(dataset_name or bundle.manifest.config["dataset"])
+    if dataset is None:
+        dataset = load_dataset(dataset_name or bundle.manifest.config["dataset"])
     split = dataset.test.head(test_limit)
     input_bytes = int(np.prod(bundle.manifest.input.shape))
     schemes = [measure_agilenn(agilenn, split)]

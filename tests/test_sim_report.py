@@ -1,0 +1,92 @@
+"""End to end on a small run: tiny bundle and baselines -> measured schemes -> simulate, report, recommend."""
+
+import json
+
+import pytest
+
+from agilenn.simulate import compare
+from agilenn.simulate.cli import main as simulate_main
+from agilenn.simulate.profiles import load_device, load_link
+
+
+@pytest.fixture(scope="module")
+def measured_file(tiny_bundle, tmp_path_factory):
+    import torch
+
+    from partitioner.baselines import BaselineConfig, train_and_export
+    from partitioner.simdata import build
+    from partitioner.testing import synthetic_dataset
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("baselines")
+    dataset = synthetic_dataset()
+    common = dict(dataset="synthetic", mean=0.2, std=0.3, augment={"max_shift_px": 1, "horizontal_flip": False},
+                  training={"epochs": 1, "batch_size": 32, "lr": 0.05})
+    train_and_export(BaselineConfig(name="local-tiny", kind="local-only", network=[
+        {"name": "separable-extractor", "args": {"out_channels": 6, "width": 8}},
+        {"name": "mlp-head", "args": {"hidden": 16}}], **common), folder / "local-tiny", folder / "runs-a", dataset)
+    train_and_export(BaselineConfig(name="deepcod-c6-l4", kind="deepcod", quantizer={"levels": 4}, network=[
+        {"name": "separable-extractor", "args": {"out_channels": 6, "width": 8}},
+        {"name": "conv-head", "args": {"widths": [16], "pool": "average"}}], **common),
+        folder / "deepcod-c6-l4", folder / "runs-b", dataset)
+    data = build(tiny_bundle.folder, folder, dataset=dataset)
+    path = folder / "measured.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_measured_file_holds_every_scheme_and_cut(measured_file):
+    data = compare.load_measured(measured_file)
+    kinds = {s["name"]: s["kind"] for s in data["schemes"]}
+    assert kinds == {"agilenn": "agilenn", "local-tiny": "local-only", "local-large": "local-only",
+                     "full-offload": "full-offload", "deepcod": "deepcod"}
+    names = [c["name"] for c in data["cuts"]]
+    assert names[0] == "input" and names[-1] == "logits" and len(names) >= 4
+    agile = next(s for s in data["schemes"] if s["kind"] == "agilenn")
+    assert agile["payload_bytes"] > 0 and agile["device_layers"] and agile["cloud_layers"]
+    assert data["protocol"]["request_overhead_bytes"] > 71  # the bundle hash travels in every request
+
+
+def test_simulate_json_has_the_promised_fields(measured_file, capsys):
+    assert simulate_main(["--measured", str(measured_file), "--device", "stm32f746-216mhz",
+                          "--link", "wifi-6mbps", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [s["name"] for s in result["schemes"]]
+    assert {"agilenn", "local-tiny", "full-offload", "layer-split", "deepcod"} <= set(names)
+    for s in result["schemes"]:
+        assert {"name", "accuracy", "device_macs", "payload_bytes", "latency_ms", "energy_mj", "fits_device"} <= set(s)
+        parts = s["latency_ms"]
+        assert parts["total_ms"] == pytest.approx(sum(parts[k] for k in
+                                                      ("device_ms", "encode_ms", "network_ms", "cloud_ms", "return_ms")))
+    summary = result["summary"]
+    for key in ("speedup_vs_local_only", "device_macs_ratio_vs_local_only", "bytes_ratio_vs_full_offload"):
+        assert summary[key] > 0
+    assert set(summary["crossover_kbps"]) == {"full-offload", "layer-split", "deepcod"}
+
+
+def test_report_writes_markdown_and_plots(measured_file, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert simulate_main(["sweep", "--measured", str(measured_file), "--device", "stm32f746-216mhz",
+                          "--links", "ble-270kbps,wifi-6mbps", "--report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    for name in ("latency_breakdown.png", "accuracy_vs_bytes.png", "latency_vs_bandwidth.png"):
+        assert (out / name).stat().st_size > 5000 and name in text
+    assert "## ble-270kbps" in text and "## wifi-6mbps" in text and "Source:" in text
+
+
+def test_recommend_names_the_fastest_scheme_over_the_floor(measured_file, capsys):
+    data = compare.load_measured(measured_file)
+    device, link, cloud = load_device("esp32-s3"), load_link("ble-270kbps"), load_device("host")
+    result = compare.recommend(data, device, link, cloud, min_accuracy=0.0)
+    eligible = [c for c in result["candidates"] if c["eligible"]]
+    assert result["recommended"] == min(eligible, key=lambda c: c["latency_ms"]["total_ms"])["name"]
+    impossible = compare.recommend(data, device, link, cloud, min_accuracy=1.01)
+    assert impossible["recommended"] is None and all(c["why_not"] for c in impossible["candidates"])
+    assert simulate_main(["recommend", "--measured", str(measured_file), "--device", "esp32-s3",
+                          "--link", "ble-270kbps", "--min-accuracy", "0.0"]) == 0
+    assert "recommended:" in capsys.readouterr().out
+
+
+def test_missing_measured_file_says_how_to_make_it(tmp_path, capsys):
+    assert simulate_main(["--measured", str(tmp_path / "none.json")]) == 1
+    assert "python -m partitioner.simdata" in capsys.readouterr().err
