@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--seconds", type=float, default=10.0)
     fleet.add_argument("--deadline-ms", type=float, default=200.0)
     fleet.add_argument("--confidence", type=float, default=None, help="answer locally above this confidence")
+    fleet.add_argument("--connect-timeout-s", type=float, default=10.0, help="how long to wait for the streams")
     fleet.add_argument("--report", default=None)
     fleet.add_argument("--json", action="store_true")
     cal = sub.add_parser("calibrate", help="measure this machine's compute profile")
@@ -166,7 +167,8 @@ def cmd_fleet(args) -> int:
 
     result = run_fleet(args.bundle, args.cloud, devices=args.devices, rate_hz=args.rate, seconds=args.seconds,
                        deadline_ms=args.deadline_ms, confidence=args.confidence,
-                       report=Path(args.report) if args.report else None)
+                       report=Path(args.report) if args.report else None,
+                       connect_timeout_s=args.connect_timeout_s)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
 

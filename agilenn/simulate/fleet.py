@@ -1,0 +1,111 @@
+"""`agilenn simulate fleet`: N device agents at once against a running cloud service.
+
+Each simulated device is a real `DeviceAgent` (its own stream to the workers) on its own
+thread, sending test images open-loop at `rate_hz` (a late answer delays that device's next
+input, as on a real sensor loop). Reported: p50/p90/p99 end-to-end latency as the agent times
+it, throughput, the share answered locally (gate or fallback, with the reasons), and a
+latency CDF plot when a report folder is given. The devices share this machine's CPU, so the
+device model runs at host speed, not at a microcontroller's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _images(bundle, count: int = 512) -> np.ndarray:
+    dataset = bundle.manifest.config.get("dataset")
+    try:
+        from agilenn.datasets import load_dataset
+
+        return load_dataset(dataset).test.images[:count]
+    except Exception:  # no dataset here: random sensor values of the right shape
+        return np.random.default_rng(0).integers(0, 256, (count, *bundle.manifest.input.shape)).astype(np.uint8)
+
+
+def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
+              deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
+              connect_timeout_s: float = 10.0) -> dict[str, Any]:
+    from agilenn.bundle import Bundle
+    from device_agent import DeviceAgent, DeviceConfig
+
+    bundle = Bundle(bundle_path)
+    images = _images(bundle)
+    config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence)
+    agents = [DeviceAgent(bundle, config) for _ in range(devices)]
+    try:
+        connected = sum(agent.wait_ready(connect_timeout_s) for agent in agents)
+        records: list[list[tuple[float, str, str | None]]] = [[] for _ in agents]
+        start_at = time.perf_counter() + 0.2
+        stop_at = start_at + seconds
+
+        def loop(i: int) -> None:
+            agent, out = agents[i], records[i]
+            period = 1.0 / rate_hz
+            due = start_at + period * i / max(devices, 1)  # spread the devices' phases
+            k = i
+            while due < stop_at:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                result = agent.infer(images[k % len(images)])
+                out.append((result.timings_ms["total"], result.source, result.reason))
+                k += devices
+                due += period
+
+        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(devices)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = max(time.perf_counter() - start_at, 1e-9)
+    finally:
+        for agent in agents:
+            agent.close()
+    flat = [r for rs in records for r in rs]
+    latencies = np.array([r[0] for r in flat]) if flat else np.zeros(1)
+    sources = Counter(r[1] for r in flat)
+    reasons = Counter(r[2].split(":")[0] for r in flat if r[2])
+    result = {"devices": devices, "connected": connected, "rate_hz_per_device": rate_hz, "seconds": seconds,
+              "cloud": cloud, "bundle": str(bundle_path), "inferences": len(flat),
+              "throughput_per_s": len(flat) / wall, "offered_per_s": devices * rate_hz,
+              "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)},
+              "share_local": (len(flat) - sources.get("mixed", 0)) / max(len(flat), 1),
+              "sources": dict(sources), "local_reasons": dict(reasons)}
+    if report is not None:
+        result["report"] = str(_write(report, result, np.sort(latencies)))
+    return result
+
+
+def _write(folder: Path, result: dict[str, Any], latencies: np.ndarray) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(latencies, np.arange(1, len(latencies) + 1) / len(latencies))
+    for q, style in (("p50", ":"), ("p99", "--")):
+        ax.axvline(result["latency_ms"][q], color="grey", linestyle=style, label=f"{q} {result['latency_ms'][q]:.2f} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency per inference (ms, as the device agent times it)")
+    ax.set_ylabel("share of inferences")
+    ax.set_title(f"{result['devices']} devices x {result['rate_hz_per_device']:g}/s against {result['cloud']}",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "fleet_latency_cdf.png", dpi=120)
+    plt.close(fig)
+    path = folder / "fleet.md"
+    path.write_text("\n".join([
+        "# agilenn simulate fleet", "", "![latency CDF](fleet_latency_cdf.png)", "", "```json",
+        json.dumps(result, indent=1), "```", ""]))
+    return path
