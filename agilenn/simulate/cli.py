@@ -19,7 +19,7 @@ from typing import Any
 from agilenn.simulate import compare
 from agilenn.simulate.profiles import ProfileError, available, load_device, load_link
 
-COMMANDS = ("run", "sweep", "recommend", "fleet", "calibrate", "profiles")
+COMMANDS = ("run", "sweep", "recommend", "fleet", "emulate", "calibrate", "profiles")
 
 
 def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--connect-timeout-s", type=float, default=10.0, help="how long to wait for the streams")
     fleet.add_argument("--report", default=None)
     fleet.add_argument("--json", action="store_true")
+    emu = sub.add_parser("emulate", help="modelled vs measured latency over emulated links (needs root)")
+    emu.add_argument("--bundle", default="bundles/fashion-mnist")
+    emu.add_argument("--links", default="wifi-6mbps,ble-270kbps")
+    emu.add_argument("--measured", default=str(compare.DEFAULT_MEASURED))
+    emu.add_argument("--cloud", default="host")
+    emu.add_argument("--count", type=int, default=60, help="timed inferences per link")
+    emu.add_argument("--json", action="store_true")
     cal = sub.add_parser("calibrate", help="measure this machine's compute profile")
     cal.add_argument("--measured", default=str(compare.DEFAULT_MEASURED))
     cal.add_argument("--repeats", type=int, default=300)
@@ -170,6 +177,26 @@ def cmd_fleet(args) -> int:
                        report=Path(args.report) if args.report else None,
                        connect_timeout_s=args.connect_timeout_s)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_emulate(args) -> int:
+    from agilenn.simulate.emulate import EmulationUnavailable, run
+
+    try:
+        result = run(args.bundle, compare.load_measured(args.measured),
+                     [name.strip() for name in args.links.split(",") if name.strip()], args.cloud, args.count)
+    except EmulationUnavailable as exc:
+        print(f"agilenn simulate emulate: cannot emulate here: {exc}", file=sys.stderr)
+        return 4
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for r in result["links"] + [result["zero_link"]]:
+        print(f"{r['link']:<12} {r['mode']:<8} measured {r['measured_total_ms']:7.2f} ms end to end (median of "
+              f"{r['inferences']}), modelled {r['modelled_total_ms']:7.2f} ms ({r['total_error']:+.1%}); round trip "
+              f"measured {r['measured_round_trip_ms']:.2f} ms, modelled {r['modelled_round_trip_ms']:.2f} ms")
+    print("paced: within 15% on every link" if result["within_15_percent"] else "paced: NOT within 15% on every link")
     return 0
 
 

@@ -1,0 +1,280 @@
+"""The link model checked against a real emulated link (needs root, `ip` and `tc`).
+
+    sudo agilenn simulate emulate --bundle bundles/fashion-mnist --links wifi-6mbps,ble-270kbps
+
+Two network namespaces joined by a veth pair: the cloud worker (and a delaying relay in front
+of it) in one, the device agent in the other. The kernel shapes each direction's rate with
+`tc tbf` at the link profile's rate (burst of one packet); the relay adds half the RTT in each
+direction (the kernels here have no netem). The device agent sends test images one at a time,
+with idle gaps, and times each inference end to end.
+
+The model is then evaluated for the emulated link: the profile's rate and RTT, with the veth's
+framing (1500-byte packets, Ethernet + IP + TCP headers) instead of the profile's own, the
+device part at the time this machine measured for it, and the cloud on the host profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
+VETH_CLOUD, VETH_DEVICE = "agsim-c", "agsim-d"
+ADDR_CLOUD, ADDR_DEVICE = "10.231.0.1", "10.231.0.2"
+RELAY_PORT = 50052
+VETH_MTU = 1500
+VETH_HEADER_BYTES = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, as tbf counts them
+
+
+class EmulationUnavailable(RuntimeError):
+    """This machine cannot run the emulation; the message says why."""
+
+
+def check_available() -> None:
+    if os.geteuid() != 0:
+        raise EmulationUnavailable("network namespaces and tc need root (run as root, or in CI which runs as root)")
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            raise EmulationUnavailable(f"`{tool}` not found (Debian: apt-get install iproute2)")
+
+
+def _sh(*args: str) -> None:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        raise EmulationUnavailable(f"`{' '.join(args)}` failed: {done.stderr.strip()}")
+
+
+def _tbf(ns: str, dev: str, rate_bps: float) -> None:
+    # burst: one full packet, the least tbf accepts at this MTU; limit: a few packets of queue
+    _sh("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(rate_bps)}bit",
+        "burst", str(VETH_MTU + 14), "limit", str(64 * 1024))
+
+
+@contextlib.contextmanager
+def namespaces(uplink_bps: float, downlink_bps: float):
+    teardown()
+    try:
+        _sh("ip", "netns", "add", NS_CLOUD)
+        _sh("ip", "netns", "add", NS_DEVICE)
+        _sh("ip", "link", "add", VETH_CLOUD, "netns", NS_CLOUD, "type", "veth", "peer", "name", VETH_DEVICE,
+            "netns", NS_DEVICE)
+        for ns, dev, addr in ((NS_CLOUD, VETH_CLOUD, ADDR_CLOUD), (NS_DEVICE, VETH_DEVICE, ADDR_DEVICE)):
+            _sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            # no segmentation offloads: tbf then sees real packets
+            subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+                           capture_output=True)
+        _tbf(NS_DEVICE, VETH_DEVICE, uplink_bps)
+        _tbf(NS_CLOUD, VETH_CLOUD, downlink_bps)
+        yield
+    finally:
+        teardown()
+
+
+def teardown() -> None:
+    for ns in (NS_CLOUD, NS_DEVICE):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+# ---- the delaying relay and the worker, run inside the cloud namespace -------------------------
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float,
+                pace_bps: float | None) -> None:
+    """Forward bytes in order, each chunk `delay_s` after it arrived; with `pace_bps`, also
+    serialized at that rate, headers of the veth's packets included (what netem's rate does)."""
+    queue: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    free_at = 0.0  # when the emulated transmitter finishes its previous chunk
+
+    async def send() -> None:
+        while True:
+            due, data = await queue.get()
+            if data is None:
+                break
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    sender = asyncio.create_task(send())
+    try:
+        while data := await reader.read(65536):
+            now = loop.time()
+            if pace_bps:
+                packets = -(-len(data) // (VETH_MTU - 52))
+                start = max(now, free_at)
+                free_at = start + 8.0 * (len(data) + packets * VETH_HEADER_BYTES) / pace_bps
+                queue.put_nowait((free_at + delay_s, data))
+            else:
+                queue.put_nowait((now + delay_s, data))
+    finally:
+        queue.put_nowait((0.0, None))
+        await sender
+
+
+async def relay(listen: tuple[str, int], target: tuple[str, int], delay_ms: float,
+                up_bps: float | None = None, down_bps: float | None = None) -> asyncio.AbstractServer:
+    async def handle(client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*target)
+        for w in (client_writer, server_writer):
+            sock = w.get_extra_info("socket")
+            if sock is not None:
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(_pipe(client_reader, server_writer, delay_ms / 1000.0, up_bps),
+                             _pipe(server_reader, client_writer, delay_ms / 1000.0, down_bps), return_exceptions=True)
+
+    return await asyncio.start_server(handle, *listen)
+
+
+async def _serve(bundle_path: str, delay_ms: float, up_bps: float | None, down_bps: float | None) -> None:
+    from agilenn.bundle import Bundle
+    from cloud_worker.config import WorkerConfig
+    from cloud_worker.server import create_server
+
+    server, port = create_server(Bundle(bundle_path), WorkerConfig(), "127.0.0.1:0")
+    await server.start()
+    front = await relay((ADDR_CLOUD, RELAY_PORT), ("127.0.0.1", port), delay_ms, up_bps, down_bps)
+    print("ready", flush=True)
+    async with front:
+        await front.serve_forever()
+
+
+def _device(bundle_path: str, count: int, gap_ms: float) -> list[dict[str, Any]]:
+    from agilenn.bundle import Bundle
+    from agilenn.simulate.fleet import _images
+    from device_agent import DeviceAgent, DeviceConfig
+
+    bundle = Bundle(bundle_path)
+    images = _images(bundle, count + 20)
+    out = []
+    with DeviceAgent(bundle, DeviceConfig(cloud=[f"{ADDR_CLOUD}:{RELAY_PORT}"], deadline_ms=5000)) as agent:
+        if not agent.wait_ready(30.0):
+            raise EmulationUnavailable("the device agent could not reach the worker through the emulated link")
+        for i, image in enumerate(images):
+            result = agent.infer(image)
+            if i >= 20:  # warm-up: connection windows, first ONNX calls
+                out.append({"source": result.source, "payload_bytes": result.payload_bytes, **result.timings_ms})
+            time.sleep(gap_ms / 1000.0)  # an idle link before each input, as the model assumes
+    return out
+
+
+# ---- orchestration ------------------------------------------------------------------------------
+
+def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = 50.0, pace: bool = True
+                 ) -> list[dict[str, Any]]:
+    """Per-inference timings over the emulated link. `pace`: the relay also serializes bytes at the
+    link rate, since a token bucket lets an isolated packet smaller than its burst through at once."""
+    pacing = ["--pace-up-bps", str(link.uplink_bps), "--pace-down-bps", str(link.down_bps)] if pace else []
+    with namespaces(link.uplink_bps, link.down_bps):
+        server = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, sys.executable, "-m", "agilenn.simulate.emulate",
+                                   "serve", "--bundle", bundle_path, "--delay-ms", str(link.rtt_ms / 2.0), *pacing],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = server.stdout.readline() if server.stdout else ""
+            if line.strip() != "ready":
+                raise EmulationUnavailable(f"the worker did not start: {server.stderr.read() if server.stderr else ''}")
+            done = subprocess.run(["ip", "netns", "exec", NS_DEVICE, sys.executable, "-m", "agilenn.simulate.emulate",
+                                   "device", "--bundle", bundle_path, "--count", str(count), "--gap-ms", str(gap_ms)],
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode:
+                raise EmulationUnavailable(f"the device run failed: {done.stderr.strip()[-2000:]}")
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        finally:
+            server.terminate()
+            with contextlib.suppress(Exception):
+                server.wait(5)
+
+
+def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, cloud) -> dict[str, Any]:
+    """Modelled vs measured, for the AgileNN scheme over the emulated link."""
+    from agilenn.simulate import compare
+    from agilenn.simulate.model import latency
+
+    emulated = link.model_copy(update={"mtu_bytes": VETH_MTU + 14, "packet_overhead_bytes": VETH_HEADER_BYTES,
+                                       "loss": 0.0, "name": f"{link.name} (emulated framing)"})
+    mixed = [r for r in runs if r["source"] == "mixed"]
+    if not mixed:
+        raise EmulationUnavailable(f"no inference over {link.name} was answered by the worker")
+    scheme = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
+    payload = float(np.median([r["payload_bytes"] for r in mixed]))
+    work = compare.workload({**scheme, "payload_bytes": payload}, measured["protocol"])
+    lat = latency(work, cloud, emulated, cloud)  # only its link and cloud parts are used
+    device_side = float(np.median([r["device_model"] + r["device_overhead"] for r in mixed]))
+    modelled_link = lat.network_ms + lat.cloud_ms + lat.return_ms
+    measured_total = float(np.median([r["total"] for r in mixed]))
+    measured_rtt = float(np.median([r["cloud_rtt"] for r in mixed]))
+    modelled_total = device_side + modelled_link
+    return {"link": link.name, "inferences": len(mixed), "answered_remotely": len(mixed) / len(runs),
+            "payload_bytes_median": payload,
+            "measured_total_ms": measured_total, "modelled_total_ms": modelled_total,
+            "total_error": modelled_total / measured_total - 1.0,
+            "measured_round_trip_ms": measured_rtt, "modelled_round_trip_ms": modelled_link,
+            "round_trip_error": modelled_link / measured_rtt - 1.0,
+            "measured_p90_total_ms": float(np.percentile([r["total"] for r in mixed], 90)),
+            "device_side_ms_measured": device_side,
+            "modelled_parts_ms": {"network": lat.network_ms, "cloud": lat.cloud_ms, "return": lat.return_ms}}
+
+
+def run(bundle_path: str, measured: dict[str, Any], link_names: list[str], cloud_name: str = "host",
+        count: int = 60) -> dict[str, Any]:
+    """Each link twice: `paced` (kernel tbf + relay delay + relay serialization: the primary check)
+    and `tbf-only` (kernel tbf + relay delay, as the kernel alone shapes it); plus a `zero` link
+    (10 Gbit/s, no delay) that shows what the emulation path itself costs on this machine."""
+    from agilenn.simulate.profiles import load_device, load_link
+
+    check_available()
+    cloud = load_device(cloud_name)
+    results = []
+    for name in link_names:
+        link = load_link(name)
+        for mode, pace in (("paced", True), ("tbf-only", False)):
+            row = compare_link(measured, emulate_link(bundle_path, link, count, pace=pace), link, cloud)
+            results.append({"mode": mode, **row})
+    zero_link = load_link(link_names[0]).model_copy(update={"name": "zero", "uplink_bps": 1e10, "downlink_bps": 1e10,
+                                                            "rtt_ms": 0.0})
+    zero = compare_link(measured, emulate_link(bundle_path, zero_link, count, pace=False), zero_link, cloud)
+    paced = [r for r in results if r["mode"] == "paced"]
+    return {"bundle": bundle_path, "links": results, "zero_link": {"mode": "zero", **zero},
+            "load_average": os.getloadavg(),
+            "within_15_percent": all(abs(r["total_error"]) <= 0.15 for r in paced)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agilenn.simulate.emulate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("--bundle", required=True)
+    serve.add_argument("--delay-ms", type=float, required=True)
+    serve.add_argument("--pace-up-bps", type=float, default=None)
+    serve.add_argument("--pace-down-bps", type=float, default=None)
+    device = sub.add_parser("device")
+    device.add_argument("--bundle", required=True)
+    device.add_argument("--count", type=int, default=60)
+    device.add_argument("--gap-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        asyncio.run(_serve(args.bundle, args.delay_ms, args.pace_up_bps, args.pace_down_bps))
+    else:
+        print(json.dumps(_device(args.bundle, args.count, args.gap_ms)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
