@@ -90,3 +90,29 @@ def test_recommend_names_the_fastest_scheme_over_the_floor(measured_file, capsys
 def test_missing_measured_file_says_how_to_make_it(tmp_path, capsys):
     assert simulate_main(["--measured", str(tmp_path / "none.json")]) == 1
     assert "python -m partitioner.simdata" in capsys.readouterr().err
+
+
+def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_file, tiny_bundle, tmp_path):
+    import numpy as np
+    from cloud_worker.testing import ServerThread
+
+    from agilenn.bundle import Bundle
+    from device_agent import MIXED, DeviceAgent, DeviceConfig
+    from partitioner.splits import export_cut, load_reference
+    from partitioner.testing import synthetic_dataset
+
+    dataset = synthetic_dataset()
+    ref = load_reference(tiny_bundle.folder / "partitioner.pt")
+    full = export_cut(ref, "input", dataset, tmp_path / "full-offload", codec="zlib-v1")
+    assert full.manifest.metrics["accuracy"] == pytest.approx(tiny_bundle.manifest.metrics["accuracy_reference"])
+    assert full.manifest.metrics["payload_bytes_median"] < 16 * 16  # zlib beats the raw bytes
+    images = dataset.test.images[:8]
+    for bundle in (Bundle(measured_file.parent / "deepcod-c6-l4"), full):
+        _, indices = bundle.session("device").run(None, {"image": bundle.prepare(images)})
+        (remote,) = bundle.session("remote").run(None, {"remote_indices": indices})
+        with ServerThread(bundle) as server, \
+                DeviceAgent(bundle, DeviceConfig(cloud=[server.address], deadline_ms=5000)) as agent:
+            assert agent.wait_ready(10)
+            results = [agent.infer(image) for image in images]
+        assert all(r.source == MIXED for r in results)
+        assert [r.label for r in results] == remote.argmax(1).tolist()  # alpha 0: the remote answer alone
