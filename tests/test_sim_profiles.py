@@ -63,3 +63,13 @@ def test_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ProfileError, match="is a YAML mapping"):
         load_link(path)
+
+
+def test_the_simulator_imports_neither_torch_nor_the_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys, agilenn.simulate.cli, agilenn.simulate.report, agilenn.simulate.compare; "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'onnxruntime', 'grpc', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

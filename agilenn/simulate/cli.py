@@ -226,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
+    from agilenn.simulate.report import ReportUnavailable
+
     try:
         return globals()[f"cmd_{args.command}"](args)
-    except (ProfileError, compare.MeasuredDataError) as exc:
+    except (ProfileError, compare.MeasuredDataError, ReportUnavailable) as exc:
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 1
 

@@ -85,11 +85,9 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
 
 
 def _write(folder: Path, result: dict[str, Any], latencies: np.ndarray) -> Path:
-    import matplotlib
+    from agilenn.simulate.report import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(latencies, np.arange(1, len(latencies) + 1) / len(latencies))

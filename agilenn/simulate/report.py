@@ -19,8 +19,16 @@ PART_LABELS = ("device compute", "encoding", "network (up)", "cloud", "return (d
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 
 
+class ReportUnavailable(RuntimeError):
+    """The plotting library is missing."""
+
+
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportUnavailable("--report draws its plots with matplotlib: pip install 'agilenn[sim]' "
+                                "(or pip install matplotlib)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
