@@ -151,7 +151,8 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
 def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
     return {"family": family, "name": scheme["name"], "accuracy": scheme["accuracy"],
             "payload_bytes": scheme["payload_bytes"], "levels": scheme["levels"],
-            "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"]}
+            "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"],
+            "alternatives": scheme.get("alternatives", {})}
 
 
 def main(argv: list[str] | None = None) -> int:

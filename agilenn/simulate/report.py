@@ -36,6 +36,13 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(axis) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_breakdown(runs: list[dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
@@ -72,6 +79,10 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
         ys = [p["accuracy"] * 100 for p in points]
         ax.plot(xs, ys, marker=marker, color=colour, label="AgileNN" if family == "agilenn" else "DeepCOD-like",
                 linestyle="-" if len(points) > 1 else "none")
+        alt = [(b, p["accuracy"] * 100) for p in points for b in p.get("alternatives", {}).values()]
+        if alt:
+            ax.scatter([a[0] for a in alt], [a[1] for a in alt], marker=marker, facecolors="none", edgecolors=colour,
+                       label=("AgileNN" if family == "agilenn" else "DeepCOD-like") + ", bit-packed / zlib")
         for p, x, y in zip(points, xs, ys):
             ax.annotate(f"{p['offloaded_channels']}ch x {math.ceil(math.log2(p['levels']))}b", (x, y), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
@@ -79,6 +90,7 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
         if s["kind"] == "full-offload":
             ax.axvline(s["payload_bytes"], color="grey", linestyle=":", label=f"full offload ({s['payload_bytes']:.0f} B)")
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("bytes per inference (median, real encoded payload)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"accuracy vs bytes, {measured['dataset']}", fontsize=10)
