@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--run-dir", default=None, help="default: runs/baselines/<name>")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # one line per epoch; the exporter's INFO chatter stays off
     config = load_baseline_config(args.config)
     run_dir = Path(args.run_dir or Path("runs") / "baselines" / config.name)
     print(json.dumps(train_and_export(config, Path(args.out), run_dir)))
