@@ -67,6 +67,9 @@ def test_end_to_end_latency_by_parts():
     assert lat.total_ms == pytest.approx(11.5 + 2 + 285 + 1.25 + 55)
     # energy: 100 mW x 13.5 ms + 400 mW x 280 ms + 200 mW x (5 + 1.25 + 55) ms, in mJ
     assert energy_mj(lat, device()) == pytest.approx((100 * 13.5 + 400 * 280 + 200 * 61.25) / 1000)
+    # a cloud whose service path costs 0.75 ms per request besides its model
+    busy = device(dense_macs_per_s=1e9, fixed_ms=0.25, request_overhead_ms=0.75)
+    assert latency(work, device(), link(), busy).cloud_ms == pytest.approx(0.75 + 0.25 + 1.0)
 
 
 def test_a_local_scheme_spends_nothing_on_the_link():

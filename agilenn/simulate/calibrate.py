@@ -88,9 +88,51 @@ def calibrate(measured: dict[str, Any], repeats: int = 300) -> dict[str, Any]:
     predicted = np.array(rows) @ coef
     for row, p in zip(labels, predicted):
         row["fitted_ms"] = float(p)
-    return {"fit": fit, "models": labels, "encode_ns_per_symbol": _encode_cost(measured),
+    remote_ms = next((m["median_ms"] for m in labels if m["model"] == "agilenn/remote"), 0.0)
+    service = _service_overhead(measured, remote_ms)
+    return {"fit": fit, "models": labels, "encode_ns_per_symbol": _encode_cost(measured), "service": service,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+
+
+def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 200) -> dict[str, Any] | None:
+    """The runtime's round trip on loopback (device agent -> worker in another process -> back) less
+    the remote model's own time: what serving costs per request besides the model."""
+    import subprocess
+    import sys
+
+    agile = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
+    folder = Path(agile.get("bundle", ""))
+    try:
+        from agilenn.bundle import Bundle
+        from device_agent import DeviceAgent, DeviceConfig
+    except ImportError:
+        return None
+    if not (folder / "manifest.json").exists():
+        return None
+    worker = subprocess.Popen([sys.executable, "-m", "agilenn.simulate.emulate", "serve", "--bundle", str(folder)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = worker.stdout.readline().split() if worker.stdout else []
+        if len(line) != 2 or line[0] != "ready":
+            return None
+        bundle = Bundle(folder, verify=False)
+        images = np.random.default_rng(0).integers(0, 256, (count + 20, *bundle.manifest.input.shape))
+        rtts = []
+        with DeviceAgent(bundle, DeviceConfig(cloud=[f"127.0.0.1:{line[1]}"], deadline_ms=5000)) as agent:
+            if not agent.wait_ready(20.0):
+                return None
+            for i, image in enumerate(images.astype(np.uint8)):
+                result = agent.infer(image)
+                if i >= 20 and result.timings_ms["cloud_rtt"] is not None:
+                    rtts.append(result.timings_ms["cloud_rtt"])
+                time.sleep(0.005)
+    finally:
+        worker.terminate()
+        worker.wait(5)
+    rtt = float(np.median(rtts))
+    return {"loopback_round_trip_ms_p50": rtt, "remote_model_ms": remote_ms,
+            "request_overhead_ms": max(rtt - remote_ms, 0.0), "requests": len(rtts)}
 
 
 def _encode_cost(measured: dict[str, Any], samples: int = 200) -> float | None:
@@ -130,6 +172,10 @@ def profile_yaml(result: dict[str, Any], command: str) -> str:
         f" (load average {machine['load_average'][0]:.2f} while measuring; a busy CPU inflates the times).",
         "  Median time per model at batch 1, least-squares fit of fixed + light/rate + dense/rate:",
         *lines,
+        *([f"  request_overhead_ms: the runtime's loopback round trip (device agent -> worker process -> back), "
+           f"p50 {result['service']['loopback_round_trip_ms_p50']:.3f} ms over {result['service']['requests']} requests, "
+           f"less the remote model's {result['service']['remote_model_ms']:.3f} ms."] if result.get("service") else
+          ["  request_overhead_ms: not measured (needs the device and cloud extras)."]),
         "  encode_ns_per_symbol: constriction's range coder called from Python on AgileNN payloads (mostly call",
         "  overhead). Memory: physical RAM and root file system size. Power: estimate of a desktop CPU core",
         "  (no power meter here); the host usually serves as the cloud, where power is not modelled.",
@@ -139,6 +185,7 @@ def profile_yaml(result: dict[str, Any], command: str) -> str:
         f"  dense_inner_min: {DENSE_INNER_MIN}",
         f"  fixed_ms: {fit['fixed_ms']:.4f}",
         f"  encode_ns_per_symbol: {result['encode_ns_per_symbol'] or 0.0:.1f}",
+        f"  request_overhead_ms: {(result.get('service') or {}).get('request_overhead_ms', 0.0):.4f}",
         "memory:",
         f"  sram_bytes: {mem_total}",
         f"  flash_bytes: {disk.f_blocks * disk.f_frsize}",

@@ -195,8 +195,11 @@ def cmd_emulate(args) -> int:
     for r in result["links"] + [result["zero_link"]]:
         print(f"{r['link']:<12} {r['mode']:<8} measured {r['measured_total_ms']:7.2f} ms end to end (median of "
               f"{r['inferences']}), modelled {r['modelled_total_ms']:7.2f} ms ({r['total_error']:+.1%}); round trip "
-              f"measured {r['measured_round_trip_ms']:.2f} ms, modelled {r['modelled_round_trip_ms']:.2f} ms")
-    print("paced: within 15% on every link" if result["within_15_percent"] else "paced: NOT within 15% on every link")
+              f"measured {r['measured_round_trip_ms']:.2f} ms, modelled {r['modelled_round_trip_ms']:.2f} ms"
+              + (f"; the link's share: measured {r['measured_link_ms']:.2f} ms, modelled {r['modelled_link_ms']:.2f} ms "
+                 f"({r['link_error']:+.1%})" if "link_error" in r else ""))
+    print(f"paced, end to end: {'within' if result['within_15_percent'] else 'NOT within'} 15% on every link; "
+          f"the links' share over the zero link: {'within' if result['link_within_15_percent'] else 'NOT within'} 15%")
     return 0
 
 

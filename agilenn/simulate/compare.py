@@ -23,9 +23,6 @@ DEFAULT_MEASURED = Path("bundles/baselines/measured.json")
 OFFLOADING_BASELINES = ("full-offload", "layer-split", "deepcod")
 FRAMINGS = ("grpc", "raw")
 SWEEP_KBPS = (10.0, 1e7)  # crossover search range
-# p50 cost of one message on a grpc.aio bidirectional stream, measured on this project's 2-core
-# machines (DESIGN.md, "Cloud data plane"): the worker's per-request overhead besides its model.
-CLOUD_OVERHEAD_MS = 0.3
 
 
 class MeasuredDataError(ValueError):
@@ -60,7 +57,6 @@ def workload(scheme: dict[str, Any], protocol: dict[str, int], framing: str = "g
         request_overhead_bytes=protocol["request_overhead_bytes"] if (offloads and grpc) else 0,
         response_bytes=(protocol["response_bytes"] if grpc else protocol["raw_response_bytes"]) if offloads else 0,
         cloud_layers=tuple(Layer.from_dict(r) for r in scheme.get("cloud_layers", [])),
-        cloud_overhead_ms=CLOUD_OVERHEAD_MS if offloads else 0.0,
     )
 
 

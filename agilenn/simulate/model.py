@@ -7,7 +7,7 @@ End-to-end latency = device compute + encoding + network (uplink) + cloud + retu
 - network: half the RTT + serialization of request bytes and per-packet headers at the uplink
   rate + expected retransmissions (each lost packet costs the retransmission timeout and its own
   serialization again; packets are lost independently with probability `loss`);
-- cloud: the service's per-request overhead + the remote layers on the cloud profile (the same
+- cloud: the cloud profile's per-request software overhead + the remote layers on it (the same
   compute model);
 - return: half the RTT + serialization of the answer at the downlink rate (and its retransmissions).
 
@@ -56,7 +56,6 @@ class Workload:
     request_overhead_bytes: int = 0  # protocol framing around the payload
     response_bytes: int = 0  # the answer, framing included
     cloud_layers: tuple[Layer, ...] = ()
-    cloud_overhead_ms: float = 0.0  # the service's own per-request cost (stream handling, decode)
 
     @property
     def offloads(self) -> bool:
@@ -131,7 +130,7 @@ def latency(work: Workload, device: DeviceProfile, link: LinkProfile, cloud: Dev
     down = transfer_ms(work.response_bytes, link.down_bps, link)
     half_rtt = link.rtt_ms / 2.0
     return Latency(device_ms=device_ms, encode_ms=encode_ms(work.encode_symbols, device),
-                   network_ms=half_rtt + up, cloud_ms=work.cloud_overhead_ms + compute_ms(work.cloud_layers, cloud),
+                   network_ms=half_rtt + up, cloud_ms=cloud.compute.request_overhead_ms + compute_ms(work.cloud_layers, cloud),
                    return_ms=half_rtt + down, transmit_ms=up)
 
 

@@ -33,6 +33,9 @@ class Compute(_Strict):
     dense_inner_min: int = Field(16, ge=1, description="inner-product length from which a layer runs at the dense rate")
     fixed_ms: float = Field(0.0, ge=0, description="per-inference cost outside the layers (invoke, input copy)")
     encode_ns_per_symbol: float = Field(ge=0, description="lossless coding cost per coded symbol")
+    request_overhead_ms: float = Field(0.0, ge=0, description="per offloaded request, when this machine serves the "
+                                       "remote part: the service's software path (stream, decode, batching, "
+                                       "answer) besides the model itself")
 
     def rate_for(self, inner: int) -> float:
         if self.dense_macs_per_s is not None and inner >= self.dense_inner_min:
