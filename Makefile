@@ -31,7 +31,7 @@ demo: $(STAMP) data
 	$(VENV)/bin/agilenn demo
 
 bench: $(STAMP)
-	$(VENV)/bin/agilenn bench cloud
+	$(VENV)/bin/agilenn bench cloud --json
 
 evaluate: $(STAMP) data
 	$(VENV)/bin/agilenn evaluate bundles/fashion-mnist --json

@@ -21,40 +21,16 @@ import numpy as np
 DEFAULT_BUNDLE = "bundles/fashion-mnist"
 
 
-def offline_predictions(bundle, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def offline_predictions(bundle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mixed and local-only predictions computed in batches without the network, as `agilenn evaluate` does."""
-    device, remote = bundle.session("device"), bundle.session("remote")
-    device_in, remote_in = device.get_inputs()[0].name, remote.get_inputs()[0].name
-    mixed, local = [], []
-    for start in range(0, len(images), batch_size):
-        x = bundle.prepare(images[start:start + batch_size])
-        local_logits, indices = device.run(None, {device_in: x})
-        decoded = np.stack([bundle.codec.decode(bundle.codec.encode(sample)) for sample in indices])
-        (remote_logits,) = remote.run(None, {remote_in: decoded})
-        mixed.append(bundle.mix(local_logits, remote_logits).argmax(1))
-        local.append(local_logits.argmax(1))
-    return np.concatenate(mixed), np.concatenate(local)
+    from agilenn.evaluate import predict
+
+    out = predict(bundle, images)
+    return out.mixed_logits.argmax(1), out.local_logits.argmax(1)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self._last = 0.0
-
-    def update(self, done: int, offloaded: int, started: float) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self._last < 0.25 and done < self.total):
-            return
-        self._last = now
-        rate = done / max(now - started, 1e-9)
-        sys.stderr.write(f"\r  {done:>6,}/{self.total:,} inputs  {rate:7.0f}/s  offloaded {offloaded / max(done, 1):6.1%}")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 2,
@@ -62,6 +38,7 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
              ray_init_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Serve `bundle_dir` on local Ray workers, stream `images` through a DeviceAgent, return the report."""
     import ray
+    from tqdm import tqdm
 
     from agilenn.bundle import Bundle
     from cloud_worker.config import ServeConfig
@@ -84,15 +61,16 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
             print(f"warning: streams open to {agent.connected} of {len(endpoints)} workers", file=sys.stderr)
         startup_s = time.perf_counter() - t0
 
-        bar = _Progress(len(images), progress)
         results = []
         offloaded = 0
         loop_start = time.perf_counter()
-        for i, image in enumerate(images):
-            result = agent.infer(image)
-            results.append(result)
-            offloaded += result.source == MIXED
-            bar.update(i + 1, offloaded, loop_start)
+        with tqdm(total=len(images), unit="input", disable=not progress, mininterval=0.25) as bar:
+            for image in images:
+                result = agent.infer(image)
+                results.append(result)
+                offloaded += result.source == MIXED
+                bar.update()
+                bar.set_postfix(offloaded=f"{offloaded / len(results):.1%}", refresh=False)
         loop_s = time.perf_counter() - loop_start
     finally:
         if agent is not None:

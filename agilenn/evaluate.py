@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,17 +28,33 @@ def run_batched(session, inputs: np.ndarray, batch_size: int = 500) -> list[np.n
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewness: bool = True) -> dict[str, Any]:
-    images = bundle.prepare(split.images)
-    labels = split.labels
-    local_logits, indices = run_batched(bundle.session("device"), images, batch_size)
+@dataclass(frozen=True)
+class Predictions:
+    """A bundle's outputs for a batch of inputs, computed offline with the real codec."""
 
+    local_logits: np.ndarray
+    remote_logits: np.ndarray
+    mixed_logits: np.ndarray
+    indices: np.ndarray
+    payloads: list[bytes]
+
+
+def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> Predictions:
+    """Device model, codec round trip, remote model and mixing, in batches, without a network."""
+    local_logits, indices = run_batched(bundle.session("device"), bundle.prepare(images), batch_size)
     payloads = [bundle.codec.encode(sample) for sample in indices]
     decoded = np.stack([bundle.codec.decode(p) for p in payloads])
     if not np.array_equal(decoded, indices):
         raise AssertionError("codec round trip changed the indices")  # a bug, never a data problem
     (remote_logits,) = run_batched(bundle.session("remote"), decoded, batch_size)
-    mixed = bundle.mix(local_logits, remote_logits)
+    return Predictions(local_logits, remote_logits, bundle.mix(local_logits, remote_logits), indices, payloads)
+
+
+def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewness: bool = True) -> dict[str, Any]:
+    labels = split.labels
+    out = predict(bundle, split.images, batch_size)
+    local_logits, remote_logits, mixed, indices, payloads = (
+        out.local_logits, out.remote_logits, out.mixed_logits, out.indices, out.payloads)
 
     sizes = np.array([len(p) for p in payloads])
     shape, levels = bundle.codec.shape, bundle.codec.levels
@@ -69,7 +86,7 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewnes
         "alpha_local": bundle.manifest.mixing.alpha_local,
     }
     if bundle.has("reference"):
-        (reference_logits,) = run_batched(bundle.session("reference"), images, batch_size)
+        (reference_logits,) = run_batched(bundle.session("reference"), bundle.prepare(split.images), batch_size)
         report["accuracy_reference"] = float((reference_logits.argmax(1) == labels).mean())
     if skewness:
         report.update(_skewness(bundle, split))
