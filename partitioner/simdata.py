@@ -139,13 +139,25 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
         main = min(tradeoff, key=lambda s: (s["levels"] != schemes[0]["levels"],
                                             -s["offloaded_channels"], s["name"]))
         schemes.append({**main, "name": "deepcod", "variant": main["name"]})
-    if export_splits:
-        export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"]["codec"])
-    return {"schema": SCHEMA, "dataset": dataset.name, "samples": len(split), "created": time.strftime("%Y-%m-%d"),
+    data = {"schema": SCHEMA, "dataset": dataset.name, "samples": len(split), "created": time.strftime("%Y-%m-%d"),
             "command": "python -m partitioner.simdata " + " ".join(sys.argv[1:]),
             "raw_input_bytes": input_bytes, "classes": dataset.num_classes,
             "protocol": protocol_overheads(bundle), "schemes": schemes, "cuts": cuts,
             "tradeoff": [_point(schemes[0], "agilenn")] + [_point(s, "deepcod") for s in tradeoff]}
+    if export_splits:
+        export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"]["codec"])
+        best = _default_split(data)
+        export_cut(ref, best, dataset, baselines / "layer-split", codec=by_name[best]["codec"])
+    return data
+
+
+def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
+    """The cut the simulator chooses for the paper's main setting (exported as a bundle)."""
+    from agilenn.simulate.compare import split_cuts
+    from agilenn.simulate.cuts import choose_cut
+    from agilenn.simulate.profiles import load_device, load_link
+
+    return choose_cut(split_cuts(data), load_device(device), load_link(link), load_device("host")).cut.name
 
 
 def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
@@ -162,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
-    parser.add_argument("--export-splits", action="store_true", help="also export full offload as a bundle")
+    parser.add_argument("--export-splits", action="store_true",
+                        help="also export full offload and the layer split chosen for stm32f746-216mhz over "
+                             "wifi-6mbps as bundles")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits)
