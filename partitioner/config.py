@@ -90,10 +90,20 @@ class PartitionConfig(_Strict):
     reference_training: Optimiser
     remap: Remap = Remap()
     joint_training: Joint
+    polish: Joint | None = Field(None, description=(
+        "an optional second joint stage run after joint_training, with its own schedule and loss "
+        "weights (e.g. a few low-rate epochs with a larger skewness weight)"))
     export: Export = Export()
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1)
     threads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check_polish(self) -> "PartitionConfig":
+        if self.polish is not None and self.polish.mixing_temperature != self.joint_training.mixing_temperature:
+            raise ValueError("polish.mixing_temperature must equal joint_training.mixing_temperature "
+                             "(the temperature is part of the model)")
+        return self
 
 
 def load_config(path: str | Path) -> PartitionConfig:

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agilenn.datasets import Dataset, load_dataset
-from partitioner.config import Optimiser, PartitionConfig
+from partitioner.config import Joint, Optimiser, PartitionConfig
 from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import channel_importance, disorder_loss, integrated_gradients, skewness, skewness_loss
 from partitioner.model import AgileNN
@@ -29,7 +29,7 @@ from partitioner.remap import permute_input_channels, permute_output_channels, r
 
 log = logging.getLogger(__name__)
 
-STAGES = ("reference", "remap", "joint", "done")
+STAGES = ("reference", "remap", "joint", "polish", "done")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -63,6 +63,7 @@ class Trainer:
         self.reference_extractor: nn.Module | None = None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.stage, self.epoch = "reference", 0
+        self.polished = False
         self.opt_state: dict[str, Any] | None = None
         self._load()
 
@@ -72,13 +73,18 @@ class Trainer:
         if not path.exists():
             return
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if _training_part(state["config"]) != _training_part(self.config.model_dump(mode="json")):
+        polish_started = state["stage"] == "polish" or state.get("polished", False)
+        if (_training_part(state["config"], polish_started)
+                != _training_part(self.config.model_dump(mode="json"), polish_started)):
             raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
         self.model.load_state_dict(state["model"])
         if state["reference_extractor"] is not None:
             self.reference_extractor = copy.deepcopy(self.model.extractor)
             self.reference_extractor.load_state_dict(state["reference_extractor"])
         self.stage, self.epoch, self.opt_state = state["stage"], state["epoch"], state["optimiser"]
+        self.polished = state.get("polished", False)
+        if self.stage == "done" and self.config.polish is not None and not self.polished:
+            self.stage, self.epoch, self.opt_state = "polish", 0, None  # a polish stage added after training
         self.generator.set_state(state["generator"])
         log.info("resuming %s at stage %s, epoch %d", self.run_dir, self.stage, self.epoch)
 
@@ -89,6 +95,7 @@ class Trainer:
             "reference_extractor": None if self.reference_extractor is None else self.reference_extractor.state_dict(),
             "stage": self.stage,
             "epoch": self.epoch,
+            "polished": self.polished,
             "optimiser": None if optimiser is None else {"opt": optimiser.state_dict(), "sched": scheduler.state_dict()},
             "generator": self.generator.get_state(),
         }
@@ -117,7 +124,13 @@ class Trainer:
         if self.stage == "remap":
             self._remap()
         if self.stage == "joint":
-            self._train_joint()
+            self._train_joint(self.config.joint_training, "joint")
+            self.stage = "polish" if self.config.polish is not None else "done"
+            self._save()
+        if self.stage == "polish":
+            self._train_joint(self.config.polish, "polish")
+            self.stage, self.polished = "done", True
+            self._save()
         self._log({"stage": "done", "seconds_this_run": round(time.time() - started, 1)})
         assert self.reference_extractor is not None
         return TrainResult(self.model, self.reference_extractor, self.dataset, self.run_dir)
@@ -182,8 +195,7 @@ class Trainer:
         self.stage, self.epoch = "joint", 0
         self._save()
 
-    def _train_joint(self) -> None:
-        spec = self.config.joint_training
+    def _train_joint(self, spec: Joint, stage: str) -> None:
         self._batch_size = spec.batch_size
         m = self.model
         k = self.config.local_channels
@@ -197,7 +209,7 @@ class Trainer:
             totals = {"ce": 0.0, "skewness": 0.0, "disorder": 0.0, "correct": 0, "correct_local": 0}
             seen = 0
             bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
-                       desc=f"joint {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
+                       desc=f"{stage} {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
             for x, y in bar:
                 features = m.extractor(x)
                 importance = integrated_gradients(m.evaluator, features, y, self.config.importance.steps,
@@ -222,15 +234,14 @@ class Trainer:
                 totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
                 bar.set_postfix(acc=totals["correct"] / seen, skew=totals["skewness"] / seen)
             self.epoch += 1
-            record = {"stage": "joint", "epoch": self.epoch,
+            record = {"stage": stage, "epoch": self.epoch,
                       "train_ce": totals["ce"] / seen, "train_skewness": totals["skewness"] / seen,
                       "train_disorder": totals["disorder"] / seen, "train_accuracy": totals["correct"] / seen,
                       "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
             record.update(self.evaluate_split())
             self._log(record)
             self._save(optimiser, scheduler)
-        self.stage, self.epoch = "done", 0
-        self._save()
+        self.epoch = 0
 
     # ---- quick test-set checks (the bundle's numbers come from `agilenn evaluate`) ---------
     @torch.no_grad()
@@ -259,9 +270,11 @@ class Trainer:
                 "test_accuracy_remote": correct_remote / n, "test_skewness": skew_sum / n}
 
 
-def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    """The config keys a checkpoint depends on (export settings may change between runs)."""
-    return {key: value for key, value in config.items() if key not in ("export", "threads")}
+def _training_part(config: dict[str, Any], polish_started: bool) -> dict[str, Any]:
+    """The config keys a checkpoint depends on: export settings and thread counts may change between
+    runs, and so may the polish stage until it has started."""
+    ignored = {"export", "threads"} | (set() if polish_started else {"polish"})
+    return {key: value for key, value in config.items() if key not in ignored}
 
 
 def skewness_of(per_channel: torch.Tensor, k: int) -> torch.Tensor:

@@ -80,3 +80,17 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     assert (tmp_path / CHECKPOINT).exists()
     with pytest.raises(ValueError, match="different config"):
         Trainer(tiny_config(seed=1), tmp_path, dataset=data, progress=False)
+
+
+def test_a_polish_stage_added_after_training_resumes_from_the_trained_model(tmp_path):
+    data = synthetic_dataset()
+    Trainer(tiny_config(), tmp_path, dataset=data, progress=False).run()
+    polish = {"epochs": 1, "batch_size": 32, "lr": 0.01, "lam": 0.5, "rho": 0.9}
+    again = Trainer(tiny_config(polish=polish), tmp_path, dataset=data, progress=False)
+    assert again.stage == "polish"
+    again.run()
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert stages.count("polish") == 1 and stages.count("joint") == 2
+    # Once polished, the polish settings are part of the checkpoint's identity.
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny_config(polish={**polish, "lam": 0.4}), tmp_path, dataset=data, progress=False)
