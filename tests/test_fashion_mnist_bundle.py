@@ -1,0 +1,57 @@
+"""The committed Fashion-MNIST bundle: it loads, reproduces the numbers recorded at export, and
+meets the targets the partitioner promises (measured on the 10,000 test images)."""
+
+from pathlib import Path
+
+import pytest
+
+from agilenn.bundle import Bundle
+from agilenn.datasets import load_dataset
+from agilenn.evaluate import evaluate_bundle
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return Bundle(BUNDLE)  # verifies the content hash
+
+
+@pytest.fixture(scope="module")
+def measured(bundle):
+    return evaluate_bundle(bundle, load_dataset("fashion-mnist").test, skewness=False)
+
+
+def test_evaluation_reproduces_the_export_metrics(bundle, measured):
+    recorded = bundle.manifest.metrics
+    assert measured["samples"] == recorded["samples"] == 10000
+    for key in ("accuracy", "accuracy_local_only", "accuracy_reference", "payload_bytes_median",
+                "payload_bytes_mean"):
+        assert measured[key] == pytest.approx(recorded[key], abs=1e-9), key
+
+
+def test_accuracy_targets(measured):
+    assert measured["accuracy_reference"] >= 0.92
+    assert measured["accuracy"] >= 0.90
+    assert measured["accuracy"] >= measured["accuracy_reference"] - 0.025
+
+
+def test_compression_target(measured):
+    assert measured["payload_bytes_median"] <= 98
+    assert measured["compression_rate"] >= 8
+    assert measured["payload_bytes_median"] < measured["payload_bytes_bitpack"]
+
+
+def test_recorded_skewness_targets(bundle):
+    recorded = bundle.manifest.metrics
+    assert recorded["skewness_trapezoid"] >= 0.80
+    assert recorded["skewness_ig32"] >= 0.70
+
+
+@pytest.mark.slow
+def test_skewness_targets_remeasured(bundle):
+    from partitioner.analysis import measure_skewness
+
+    result = measure_skewness(BUNDLE / "partitioner.pt", load_dataset("fashion-mnist").test)
+    assert result["skewness_trapezoid"] >= 0.80
+    assert result["skewness_ig32"] >= 0.70
