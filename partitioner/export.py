@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +87,13 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_nam
     # The exporter warns about every torchvision operator it cannot register; agilenn uses none.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(
-        module, (example,), dynamo=True, input_names=[input_name], output_names=output_names,
-        dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET, verbose=False,
-    )
+    with warnings.catch_warnings():
+        # torch's exporter calls a pytree API that torch itself has deprecated
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=[input_name], output_names=output_names,
+            dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET, verbose=False,
+        )
     program.save(str(path), external_data=False)
 
 
