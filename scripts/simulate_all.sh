@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Regenerate the simulation's measured numbers and reports from bundles/fashion-mnist.
+#   scripts/simulate_all.sh            # measure, calibrate the host, write reports (+ emulate as root)
+#   TRAIN=1 scripts/simulate_all.sh    # first train and export every baseline in configs/baselines/
+# Needs the train extra (torch) for the measuring step; run it on an idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+AGILENN=${AGILENN:-.venv/bin/agilenn}
+BUNDLE=${BUNDLE:-bundles/fashion-mnist}
+if [[ "${TRAIN:-0}" == 1 ]]; then
+  for config in configs/baselines/*.yaml; do
+    "$PY" -m partitioner.baselines train --config "$config" --out "bundles/baselines/$(basename "$config" .yaml)"
+  done
+fi
+"$PY" -m partitioner.simdata --agilenn "$BUNDLE" --baselines bundles/baselines \
+    --out bundles/baselines/measured.json --export-splits
+"$AGILENN" simulate calibrate --write agilenn/simulate/profiles/devices/host.yaml > /dev/null
+mkdir -p reports
+for link in wifi-6mbps ble-270kbps; do
+  "$AGILENN" simulate --device stm32f746-216mhz --link "$link" --json > "reports/simulate-stm32f746-216mhz-$link.json"
+done
+"$AGILENN" simulate sweep --device stm32f746-216mhz --links ble-270kbps,wifi-2mbps,wifi-6mbps,lte \
+    --report reports/simulate-stm32f746-216mhz > reports/simulate-stm32f746-216mhz.txt
+"$AGILENN" simulate recommend --device esp32-s3 --link ble-270kbps --min-accuracy 0.88 \
+    > reports/recommend-esp32-s3-ble.txt || true
+if [[ $(id -u) == 0 ]]; then
+  "$AGILENN" simulate emulate --bundle "$BUNDLE" --links wifi-6mbps,ble-270kbps --count 100 --json > reports/emulate.json
+else
+  echo "not root: skipping the emulated links (agilenn simulate emulate needs network namespaces and tc)"
+fi
