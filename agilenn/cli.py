@@ -25,6 +25,7 @@ _EXTRA_PACKAGES = {
     "torch": "train", "onnx": "train", "onnxscript": "train", "captum": "train", "tqdm": "train",
     "onnxruntime": "device", "grpc": "device", "google": "device",
     "ray": "cloud", "grpc_health": "cloud", "grpc_reflection": "cloud", "prometheus_client": "cloud",
+    "matplotlib": "sim",
 }
 
 
