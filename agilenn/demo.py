@@ -153,13 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from agilenn.bundle import Bundle
-    from agilenn.datasets import load_dataset
+    from agilenn.evaluate import evaluation_split
 
-    bundle = Bundle(args.bundle)
-    dataset_name = args.dataset or bundle.manifest.config.get("dataset")
-    if not dataset_name:
-        parser.error("the bundle names no dataset; pass --dataset")
-    split = load_dataset(dataset_name).test.head(args.limit)
+    dataset_name, split = evaluation_split(Bundle(args.bundle), args.dataset, args.limit)
     report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,
                       confidence_threshold=args.confidence_threshold, progress=not args.no_progress)
     report["dataset"] = dataset_name

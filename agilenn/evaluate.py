@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agilenn.bundle import Bundle
+from agilenn.bundle import Bundle, BundleError
 from agilenn.codec import BitPackCodec, ZlibCodec
 from agilenn.datasets import Split, load_dataset
 
@@ -103,6 +103,14 @@ def _skewness(bundle: Bundle, split: Split) -> dict[str, Any]:
     return measure_skewness(bundle.folder / bundle.manifest.files["checkpoint"], split)
 
 
+def evaluation_split(bundle: Bundle, dataset: str | None = None, limit: int | None = None) -> tuple[str, Split]:
+    """The test split a bundle is measured on: `dataset`, or the one its config names."""
+    name = dataset or bundle.manifest.config.get("dataset")
+    if not name:
+        raise BundleError(f"{bundle.folder} names no dataset; pass --dataset")
+    return name, load_dataset(name).test.head(limit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agilenn evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle folder (holds manifest.json)")
@@ -113,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = Bundle(args.bundle)
-    dataset_name = args.dataset or bundle.manifest.config.get("dataset")
-    if not dataset_name:
-        parser.error("the bundle names no dataset; pass --dataset")
-    split = load_dataset(dataset_name).test.head(args.limit)
+    dataset_name, split = evaluation_split(bundle, args.dataset, args.limit)
     report = evaluate_bundle(bundle, split, skewness=not args.no_skewness)
     report["dataset"] = dataset_name
     if args.json:

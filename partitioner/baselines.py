@@ -41,7 +41,7 @@ from agilenn.datasets import Dataset, load_dataset
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
 from partitioner.data import augment, batches, to_tensors
 from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
-from partitioner.export import _export_onnx
+from partitioner.export import RemoteModule, _export_onnx
 from partitioner.layers import layer_table
 from partitioner.model import Normalise, feature_shape
 from partitioner.quantizer import SoftToHardQuantizer
@@ -145,16 +145,6 @@ class DeepCodDevice(nn.Module):
         # zeros shaped (N, classes) that stay dynamic in the batch dimension
         local = features.flatten(1)[:, :1].mul(0.0).expand(-1, self.num_classes)
         return local, indices.to(torch.uint8)
-
-
-class DeepCodRemote(nn.Module):
-    def __init__(self, net: DeepCodNet) -> None:
-        super().__init__()
-        self.remote = net.remote
-        self.register_buffer("centroids", net.quantizer.centroids().detach().clone())
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.remote(self.centroids[indices.long()])
 
 
 class LocalModule(nn.Module):
@@ -288,7 +278,7 @@ def export_deepcod(net: DeepCodNet, config: BaselineConfig, dataset: Dataset, ou
     from agilenn.evaluate import evaluate_bundle
 
     device = DeepCodDevice(net, config, dataset.num_classes).eval()
-    remote = DeepCodRemote(net).eval()
+    remote = RemoteModule(net).eval()
     channels, height, width = net.feature_shape
     example = torch.zeros(2, *dataset.input_shape)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))

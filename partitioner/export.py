@@ -25,7 +25,7 @@ from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
 from agilenn.datasets import Dataset
 from agilenn.evaluate import evaluate_bundle, run_batched
 from partitioner.config import PartitionConfig
-from partitioner.macs import count_macs
+from partitioner.layers import count_macs
 from partitioner.model import AgileNN, Normalise
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class DeviceModule(nn.Module):
 
 
 class RemoteModule(nn.Module):
-    """Remote indices -> remote logits: what the cloud computes."""
+    """Remote indices -> remote logits: what the cloud computes (for any model with `remote` and
+    `quantizer`, the DeepCOD-like baseline included)."""
 
     def __init__(self, model: AgileNN) -> None:
         super().__init__()

@@ -51,3 +51,8 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[dict[str, Any]
         for h in handles:
             h.remove()
     return rows
+
+
+def count_macs(module: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one sample through `module`'s Conv2d and Linear layers."""
+    return sum(row["macs"] for row in layer_table(module, example))

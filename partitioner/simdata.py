@@ -79,7 +79,8 @@ def measure_agilenn(folder: Path, split) -> dict[str, Any]:
 
 
 def measure_deepcod(folder: Path, split) -> dict[str, Any]:
-    from partitioner.baselines import BaselineConfig, DeepCodDevice, DeepCodNet, DeepCodRemote  # noqa: F401
+    from partitioner.baselines import BaselineConfig, DeepCodDevice, DeepCodNet
+    from partitioner.export import RemoteModule
 
     bundle = Bundle(folder)
     metrics = evaluate_bundle(bundle, split, skewness=False)
@@ -87,7 +88,7 @@ def measure_deepcod(folder: Path, split) -> dict[str, Any]:
     config = BaselineConfig.model_validate({k: v for k, v in bundle.manifest.config.items() if k != "baseline"})
     net = DeepCodNet(config, tuple(bundle.manifest.input.shape), len(bundle.manifest.labels))
     scheme = _bundle_scheme(bundle.manifest.name, "deepcod", bundle, metrics,
-                            DeepCodDevice(net, config, len(bundle.manifest.labels)).eval(), DeepCodRemote(net).eval())
+                            DeepCodDevice(net, config, len(bundle.manifest.labels)).eval(), RemoteModule(net).eval())
     return scheme
 
 
