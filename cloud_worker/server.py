@@ -56,6 +56,9 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self.pending = 0  # requests submitted and not yet answered
+        # size of the last batch the batcher task computed: above 1, requests are meeting each other,
+        # so new ones keep going through the queue (where they batch) rather than `run_now`
+        self.last_batch_size = 0
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -69,6 +72,26 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is queued, no batch wait is configured and requests have not been
+        meeting each other lately: a lone request would make a batch of one at once, so `run_now`
+        may compute it in the caller (no queue hop, no extra event-loop turn)."""
+        return (self.pending == 0 and self.last_batch_size <= 1 and self._max_wait_s == 0
+                and self._task is not None)
+
+    def run_now(self, indices: np.ndarray) -> np.ndarray:
+        """Compute one sample in the caller, as a batch of one; raises RequestError if the model fails."""
+        started = time.perf_counter()
+        try:
+            logits = self._session.run(None, {self._input: indices[None]})[0]
+        except Exception as exc:  # a model failure answers the request, it does not stop the worker
+            log.exception("remote.onnx failed on a batch of 1")
+            raise RequestError(grpc.StatusCode.INTERNAL, f"remote model failed: {exc}") from None
+        self._metrics.compute.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(1)
+        return logits[0]
 
     def submit(self, indices: np.ndarray, deliver: Callable[[np.ndarray | RequestError, int], None]) -> None:
         """Queue one sample's indices; `deliver(logits row or RequestError, batch size)` is called
@@ -113,9 +136,10 @@ class MicroBatcher:
         while True:
             batch = await self._collect()
             self.pending -= len(batch)
+            self.last_batch_size = len(batch)
             started = time.perf_counter()
             try:
-                inputs = np.stack([x for x, _ in batch])
+                inputs = batch[0][0][None] if len(batch) == 1 else np.stack([x for x, _ in batch])
                 logits = self._session.run(None, {self._input: inputs})[0]
             except Exception as exc:  # a model failure answers the batch, it does not stop the worker
                 log.exception("remote.onnx failed on a batch of %d", len(batch))
@@ -133,6 +157,13 @@ class MicroBatcher:
                     log.exception("delivering an answer failed")
 
 
+class _ReaderState:
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = False  # awaiting the next request: cancelling it loses nothing
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, bundle: Bundle, config: WorkerConfig, worker_id: str, metrics: WorkerMetrics,
                  endpoints: Callable[[], list[str]]) -> None:
@@ -143,10 +174,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._endpoints = endpoints
         self._codec = bundle.codec
         self._remote_shape = tuple(bundle.remote_shape)
+        self._bundle_hash = bundle.bundle_hash
+        self._status_ok = inference_pb2.Status(code=0)
         self.batcher = MicroBatcher(bundle.session("remote", threads=config.onnx_threads), config, metrics)
-        self._readers: set[asyncio.Task] = set()
+        self._readers: dict[asyncio.Task, _ReaderState] = {}
+        self._inline = 0  # stream requests computed in their reader whose answers are being written
         self.draining = False
         self._ok = {rpc: metrics.requests(rpc=rpc, code="OK") for rpc in ("Infer", "InferStream")}
+        self._ok_stream = self._ok["InferStream"]
 
     # -- request handling shared by the unary and streaming calls --
 
@@ -157,7 +192,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request carries field numbers {sorted(unknown)} that agilenn.v1.InferRequest does not define; "
                 "the device speaks a different version of the wire contract")
-        if request.bundle_hash != self.bundle.bundle_hash:
+        if request.bundle_hash != self._bundle_hash:
             if not request.bundle_hash:
                 raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                    f"request names no bundle_hash; this worker serves {self.bundle.bundle_hash}")
@@ -185,12 +220,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                   size: int) -> inference_pb2.InferResponse:
         if isinstance(outcome, RequestError):
             return self._error(request_id, started, outcome, "InferStream")
+        response = inference_pb2.InferResponse(request_id=request_id, status=self._status_ok, batch_size=size,
+                                               worker_id=self.worker_id)
+        response.logits.CopyFrom(raw_tensor(outcome))
         elapsed = time.perf_counter() - started
+        response.server_ms = elapsed * 1000.0
         self.metrics.latency.observe(elapsed)
-        self._ok["InferStream"].inc()
-        return inference_pb2.InferResponse(
-            request_id=request_id, logits=raw_tensor(outcome), status=inference_pb2.Status(code=0),
-            server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
+        self._ok_stream.inc()
+        return response
 
     def _error(self, request_id: int, started: float, exc: RequestError, rpc: str) -> inference_pb2.InferResponse:
         self.metrics.requests(rpc=rpc, code=exc.code.name).inc()
@@ -219,50 +256,81 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
 
     async def InferStream(self, request_iterator, context):
-        out: asyncio.Queue = asyncio.Queue()
+        """A reader task reads requests. On an idle worker (nothing queued for the batcher, no other
+        request being answered in a reader, nothing owed on this stream) it computes the request as
+        a batch of one and writes the answer itself: one event-loop turn per request, as for echo.
+        Otherwise the request goes to the micro-batcher, and this coroutine writes the answers it
+        delivers (and error answers)."""
+        batched: asyncio.Queue = asyncio.Queue()
         done_reading = object()
-        pending = 0
-
-
+        owed = 0  # requests handed to the batcher whose answers are not yet written
+        writing = False  # this coroutine is writing an answer
         failure: list[BaseException] = []
+        state = _ReaderState()
+        batcher = self.batcher
 
         async def read() -> None:
-            nonlocal pending
+            nonlocal owed
             try:
+                state.waiting = True
                 async for request in request_iterator:
+                    state.waiting = False
                     started = time.perf_counter()
-                    pending += 1
+                    request_id = request.request_id
                     try:
                         indices = self._decode(request)
                     except RequestError as exc:
-                        out.put_nowait(self._error(request.request_id, started, exc, "InferStream"))
-                        continue
-                    self.batcher.submit(indices, lambda outcome, size, rid=request.request_id, t=started:
-                                        out.put_nowait(self._response(rid, t, outcome, size)))
+                        owed += 1
+                        batched.put_nowait(self._error(request_id, started, exc, "InferStream"))
+                    else:
+                        if not owed and not writing and batcher.idle and not self._inline:
+                            # nothing else is owed or being written on this stream, so the reader
+                            # may write: the two never write at once
+                            self._inline += 1
+                            try:
+                                try:
+                                    response = self._response(request_id, started, batcher.run_now(indices), 1)
+                                except RequestError as exc:
+                                    response = self._error(request_id, started, exc, "InferStream")
+                                await context.write(response)
+                            finally:
+                                self._inline -= 1
+                        else:
+                            owed += 1
+                            batcher.submit(indices, lambda outcome, size, rid=request_id, t=started:
+                                           batched.put_nowait(self._response(rid, t, outcome, size)))
+                    if self.draining:
+                        break
+                    state.waiting = True
             except asyncio.CancelledError:
                 pass  # draining: stop reading, keep answering
             except Exception as exc:  # the client's side of the stream broke
                 failure.append(exc)
             finally:
-                out.put_nowait(done_reading)
+                state.waiting = False
+                batched.put_nowait(done_reading)
 
         reader = asyncio.get_running_loop().create_task(read())
-        self._readers.add(reader)
+        self._readers[reader] = state
         self.metrics.streams.inc()
         reading = True
         try:
-            while reading or pending:
-                item = await out.get()
+            while reading or owed:
+                item = await batched.get()
                 if item is done_reading:
                     reading = False
                     continue
-                pending -= 1
-                yield item
+                owed -= 1
+                writing = True
+                try:
+                    await context.write(item)
+                finally:
+                    writing = False
             if failure:
                 raise failure[0]
         finally:
             self.metrics.streams.dec()
-            self._readers.discard(reader)
+            self._readers.pop(reader, None)
             reader.cancel()
 
     async def GetServiceInfo(self, request, context):
@@ -281,8 +349,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def drain(self) -> None:
         """Stop reading new requests on open streams; the answers already owed are still sent."""
         self.draining = True
-        for reader in list(self._readers):
-            reader.cancel()
+        for reader, state in list(self._readers.items()):
+            if state.waiting:  # a reader busy with a request stops after answering it
+                reader.cancel()
 
 
 @dataclass
