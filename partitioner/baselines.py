@@ -38,10 +38,10 @@ from torch import nn
 from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
                             SplitSpec, write_manifest)
 from agilenn.datasets import Dataset, load_dataset
+from agilenn.evaluate import run_batched
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
 from partitioner.data import augment, batches, to_tensors
-from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
-from partitioner.export import RemoteModule, _export_onnx
+from partitioner.export import RemoteModule, _export_onnx, fit_codec
 from partitioner.layers import layer_table
 from partitioner.model import Normalise, feature_shape
 from partitioner.quantizer import SoftToHardQuantizer
@@ -212,22 +212,6 @@ def _run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) ->
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
 
-def _run_onnx(session, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
-    name = session.get_inputs()[0].name
-    parts = [session.run(None, {name: inputs[s:s + batch_size]}) for s in range(0, len(inputs), batch_size)]
-    return [np.concatenate(p) for p in zip(*parts)]
-
-
-def fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict[str, Any]:
-    """The manifest entry of a codec for indices shaped (N, C, H, W)."""
-    shape = tuple(train_indices.shape[1:])
-    if codec_id == RangeCodec.codec_id:
-        return RangeCodec.fit(train_indices, levels).to_manifest()
-    if codec_id == ZlibCodec.codec_id:
-        return ZlibCodec(shape, levels).to_manifest()
-    return BitPackCodec(shape, levels).to_manifest()
-
-
 def _check(torch_out: list[np.ndarray], onnx_out: list[np.ndarray], atol: float) -> dict[str, float]:
     logits_diff = float(np.abs(torch_out[0] - onnx_out[0]).max())
     report = {"max_abs_diff_logits": logits_diff}
@@ -257,7 +241,7 @@ def export_local_only(model: nn.Module, config: BaselineConfig, dataset: Dataset
         test = dataset.test.head(config.test_limit)
         images = test.images.astype(np.float32)
         session = _session(staging / LOCAL_MODEL)
-        (logits,) = _run_onnx(session, images)
+        (logits,) = run_batched(session, images)
         verification = _check(_run_torch(module, images[:1000]), [logits[:1000]], config.logits_atol)
         info = {"name": config.name, "kind": config.kind, "files": {"model": LOCAL_MODEL},
                 "input_shape": list(dataset.input_shape), "labels": list(dataset.labels),
@@ -289,10 +273,10 @@ def export_deepcod(net: DeepCodNet, config: BaselineConfig, dataset: Dataset, ou
         test = dataset.test.head(config.test_limit)
         images = test.images[:1000].astype(np.float32)
         t_local, t_idx = _run_torch(device, images)
-        o_local, o_idx = _run_onnx(_session(staging / DEVICE_MODEL), images)
+        o_local, o_idx = run_batched(_session(staging / DEVICE_MODEL), images)
         verification = _check([t_local, t_idx], [o_local, o_idx], config.logits_atol)
         verification.update({"max_abs_diff_remote_logits": _check(
-            _run_torch(remote, t_idx), _run_onnx(_session(staging / REMOTE_MODEL), t_idx), config.logits_atol
+            _run_torch(remote, t_idx), run_batched(_session(staging / REMOTE_MODEL), t_idx), config.logits_atol
         )["max_abs_diff_logits"]})
         train_images = dataset.train.head(config.train_limit).images.astype(np.float32)
         (_, train_idx) = _run_torch(device, train_images)

@@ -184,7 +184,7 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
 
         train_images = dataset.train.head(config.train_limit).images.astype(np.float32)
         (_, train_indices) = _run_torch(device, train_images)
-        codec_entry = _fit_codec(config.export.codec, train_indices, model.quantizer.levels)
+        codec_entry = fit_codec(config.export.codec, train_indices, model.quantizer.levels)
 
         torch.save({"config": config.model_dump(mode="json"), "model": model.state_dict(),
                     "reference_extractor": reference_extractor.state_dict(),
@@ -219,7 +219,8 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
     return Bundle(out)
 
 
-def _fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict:
+def fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict:
+    """The manifest entry of a codec for indices shaped (N, C, H, W)."""
     shape = tuple(train_indices.shape[1:])
     if codec_id == RangeCodec.codec_id:
         return RangeCodec.fit(train_indices, levels).to_manifest()

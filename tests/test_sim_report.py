@@ -93,7 +93,6 @@ def test_missing_measured_file_says_how_to_make_it(tmp_path, capsys):
 
 
 def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_file, tiny_bundle, tmp_path):
-    import numpy as np
     from cloud_worker.testing import ServerThread
 
     from agilenn.bundle import Bundle
