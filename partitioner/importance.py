@@ -43,10 +43,14 @@ def channel_importance(importance: torch.Tensor) -> torch.Tensor:
     return importance.sum(dim=(2, 3))
 
 
+def local_share(per_channel: torch.Tensor, local_channels: int) -> torch.Tensor:
+    """(N, C) channel importance -> share held by the first `local_channels` channels, shaped (N,)."""
+    return per_channel[:, :local_channels].sum(dim=1) / (per_channel.sum(dim=1) + EPS)
+
+
 def skewness(importance: torch.Tensor, local_channels: int) -> torch.Tensor:
     """Share of each sample's importance held by the first `local_channels` channels, shaped (N,)."""
-    per_channel = channel_importance(importance)
-    return per_channel[:, :local_channels].sum(dim=1) / (per_channel.sum(dim=1) + EPS)
+    return local_share(channel_importance(importance), local_channels)
 
 
 def skewness_loss(importance: torch.Tensor, local_channels: int, rho: float) -> torch.Tensor:

@@ -23,13 +23,13 @@ from tqdm import tqdm
 from agilenn.datasets import Dataset, load_dataset
 from partitioner.config import Joint, Optimiser, PartitionConfig
 from partitioner.data import augment, batches, to_tensors
-from partitioner.importance import channel_importance, disorder_loss, integrated_gradients, skewness, skewness_loss
+from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
+                                   skewness_loss)
 from partitioner.model import AgileNN
 from partitioner.remap import permute_input_channels, permute_output_channels, remap_order
 
 log = logging.getLogger(__name__)
 
-STAGES = ("reference", "remap", "joint", "polish", "done")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -184,12 +184,12 @@ class Trainer:
             importance.append(channel_importance(integrated_gradients(m.evaluator, features, y, self.config.importance.steps)))
         per_channel = torch.cat(importance)
         k = self.config.local_channels
-        before = float(skewness_of(per_channel, k))
+        before = float(local_share(per_channel, k).mean())
         order = remap_order(per_channel, k)
         permute_output_channels(m.extractor, order)
         permute_input_channels(m.evaluator, order)
         self.reference_extractor = copy.deepcopy(m.extractor)
-        after = float(skewness_of(per_channel[:, order], k))
+        after = float(local_share(per_channel[:, order], k).mean())
         self._log({"stage": "remap", "order": order.tolist(), "skewness_before": before, "skewness_after": after,
                    "test_accuracy_reference": self.evaluate_reference()})
         self.stage, self.epoch = "joint", 0
@@ -275,7 +275,3 @@ def _training_part(config: dict[str, Any], polish_started: bool) -> dict[str, An
     runs, and so may the polish stage until it has started."""
     ignored = {"export", "threads"} | (set() if polish_started else {"polish"})
     return {key: value for key, value in config.items() if key not in ignored}
-
-
-def skewness_of(per_channel: torch.Tensor, k: int) -> torch.Tensor:
-    return (per_channel[:, :k].sum(1) / (per_channel.sum(1) + 1e-9)).mean()
