@@ -95,6 +95,12 @@ def calibrate(measured: dict[str, Any], repeats: int = 300) -> dict[str, Any]:
                         "cpus": os.cpu_count(), "load_average": os.getloadavg()}}
 
 
+# Inputs one at a time with the CPUs idle in between, the case the latency model describes (and
+# the emulation's pace): back to back, caches and CPU frequency stay warm and the round trip is
+# ~0.4 ms shorter on this machine than after a 50 ms pause.
+IDLE_GAP_S = 0.050
+
+
 def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 200) -> dict[str, Any] | None:
     """The runtime's round trip on loopback (device agent -> worker in another process -> back) less
     the remote model's own time: what serving costs per request besides the model."""
@@ -126,7 +132,7 @@ def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 2
                 result = agent.infer(image)
                 if i >= 20 and result.timings_ms["cloud_rtt"] is not None:
                     rtts.append(result.timings_ms["cloud_rtt"])
-                time.sleep(0.005)
+                time.sleep(IDLE_GAP_S)
     finally:
         worker.terminate()
         worker.wait(5)
@@ -173,7 +179,8 @@ def profile_yaml(result: dict[str, Any], command: str) -> str:
         "  Median time per model at batch 1, least-squares fit of fixed + light/rate + dense/rate:",
         *lines,
         *([f"  request_overhead_ms: the runtime's loopback round trip (device agent -> worker process -> back), "
-           f"p50 {result['service']['loopback_round_trip_ms_p50']:.3f} ms over {result['service']['requests']} requests, "
+           f"p50 {result['service']['loopback_round_trip_ms_p50']:.3f} ms over {result['service']['requests']} requests "
+           f"{IDLE_GAP_S * 1000:.0f} ms apart, "
            f"less the remote model's {result['service']['remote_model_ms']:.3f} ms."] if result.get("service") else
           ["  request_overhead_ms: not measured (needs the device and cloud extras)."]),
         "  encode_ns_per_symbol: constriction's range coder called from Python on AgileNN payloads (mostly call",

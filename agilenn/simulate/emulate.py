@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
-import queue
+import select
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from agilenn.simulate.calibrate import IDLE_GAP_S
 
 NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
 VETH_CLOUD, VETH_DEVICE = "agsim-c", "agsim-d"
@@ -91,44 +94,61 @@ def teardown() -> None:
 
 
 # ---- the delaying relay and the worker, run inside the cloud namespace -------------------------
-# Threads and blocking sockets, not asyncio: the event loop's epoll waits round up to whole
-# milliseconds, which would add up to 1 ms per delayed chunk; time.sleep is precise to ~0.1 ms.
+# One thread per connection forwards both directions: select() waits for new bytes or the next
+# chunk's due time with a microsecond timeout (asyncio's epoll waits round up to whole
+# milliseconds), and no chunk is handed between threads. The relay runs in a process of its own,
+# at real-time priority where allowed: sharing the worker's interpreter lock and the two cores with
+# grpc's threads made its forwarding late by hundreds of microseconds per chunk.
 
-def _pipe(source, sink, delay_s: float, pace_bps: float | None) -> None:
-    """Forward bytes in order, each chunk `delay_s` after it arrived; with `pace_bps`, also
-    serialized at that rate, headers of the veth's packets included (what netem's rate does)."""
-    chunks: queue.SimpleQueue = queue.SimpleQueue()
+class _Lane:
+    """One direction: chunks due at a time, serialized at `pace_bps` (headers of the veth's packets
+    included, what netem's rate does) after `delay_s`."""
 
-    def send() -> None:
-        while (item := chunks.get()) is not None:
-            due, data = item
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                sink.sendall(data)
-            except OSError:
-                break
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
+    def __init__(self, sink: socket.socket, delay_s: float, pace_bps: float | None) -> None:
+        self.sink, self.delay_s, self.pace_bps = sink, delay_s, pace_bps
+        self.chunks: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.free_at = 0.0  # when the emulated transmitter finishes its previous chunk
+        self.source_open = True
 
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    free_at = 0.0  # when the emulated transmitter finishes its previous chunk
+    def push(self, data: bytes, now: float) -> None:
+        if self.pace_bps:
+            packets = -(-len(data) // (VETH_MTU - 52))
+            self.free_at = max(now, self.free_at) + 8.0 * (len(data) + packets * VETH_HEADER_BYTES) / self.pace_bps
+            self.chunks.append((self.free_at + self.delay_s, data))
+        else:
+            self.chunks.append((now + self.delay_s, data))
+
+    def send_due(self, now: float) -> None:
+        while self.chunks and self.chunks[0][0] <= now:
+            self.sink.sendall(self.chunks.popleft()[1])
+
+
+def _forward(client: socket.socket, upstream: socket.socket, delay_s: float, up_bps: float | None,
+             down_bps: float | None) -> None:
+    lanes = {client: _Lane(upstream, delay_s, up_bps), upstream: _Lane(client, delay_s, down_bps)}
     try:
-        while data := source.recv(65536):
+        while any(lane.source_open or lane.chunks for lane in lanes.values()):
+            due = min((lane.chunks[0][0] for lane in lanes.values() if lane.chunks), default=None)
+            timeout = None if due is None else max(0.0, due - time.perf_counter())
+            sources = [sock for sock, lane in lanes.items() if lane.source_open]
+            readable = select.select(sources, [], [], timeout)[0] if sources else time.sleep(timeout or 0) or []
             now = time.perf_counter()
-            if pace_bps:
-                packets = -(-len(data) // (VETH_MTU - 52))
-                free_at = max(now, free_at) + 8.0 * (len(data) + packets * VETH_HEADER_BYTES) / pace_bps
-                chunks.put((free_at + delay_s, data))
-            else:
-                chunks.put((now + delay_s, data))
+            for sock in readable:
+                data = sock.recv(65536)
+                if data:
+                    lanes[sock].push(data, now)
+                else:
+                    lanes[sock].source_open = False
+            for lane in lanes.values():
+                lane.send_due(time.perf_counter())
+                if not lane.source_open and not lane.chunks:
+                    with contextlib.suppress(OSError):
+                        lane.sink.shutdown(socket.SHUT_WR)
     except OSError:
         pass
     finally:
-        chunks.put(None)
-        sender.join()
+        client.close()
+        upstream.close()
 
 
 def relay(listen: tuple[str, int], target: tuple[str, int], delay_ms: float, up_bps: float | None = None,
@@ -140,12 +160,7 @@ def relay(listen: tuple[str, int], target: tuple[str, int], delay_ms: float, up_
         upstream = socket.create_connection(target)
         for sock in (client, upstream):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        down = threading.Thread(target=_pipe, args=(upstream, client, delay_ms / 1000.0, down_bps), daemon=True)
-        down.start()
-        _pipe(client, upstream, delay_ms / 1000.0, up_bps)
-        down.join()
-        client.close()
-        upstream.close()
+        _forward(client, upstream, delay_ms / 1000.0, up_bps, down_bps)
 
     def accept() -> None:
         while True:
@@ -156,20 +171,24 @@ def relay(listen: tuple[str, int], target: tuple[str, int], delay_ms: float, up_
     return server
 
 
-async def _serve(bundle_path: str, delay_ms: float | None, up_bps: float | None, down_bps: float | None) -> None:
-    """The worker on loopback, behind the relay unless `delay_ms` is None (then it prints its port)."""
+async def _serve(bundle_path: str) -> None:
+    """The worker on loopback; prints its port, then serves until terminated."""
     from agilenn.bundle import Bundle
     from cloud_worker.config import WorkerConfig
     from cloud_worker.server import create_server
 
     server, port = create_server(Bundle(bundle_path), WorkerConfig(), "127.0.0.1:0")
     await server.start()
-    if delay_ms is None:
-        print(f"ready {port}", flush=True)
-        await asyncio.Event().wait()
-    relay((ADDR_CLOUD, RELAY_PORT), ("127.0.0.1", port), delay_ms, up_bps, down_bps)
+    print(f"ready {port}", flush=True)
+    await asyncio.Event().wait()
+
+
+def _relay_forever(target_port: int, delay_ms: float, up_bps: float | None, down_bps: float | None) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # real-time priority: a link does not queue behind tasks
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    relay((ADDR_CLOUD, RELAY_PORT), ("127.0.0.1", target_port), delay_ms, up_bps, down_bps)
     print("ready", flush=True)
-    await asyncio.Event().wait()  # serve until terminated
+    threading.Event().wait()
 
 
 def _device(bundle_path: str, count: int, gap_ms: float) -> list[dict[str, Any]]:
@@ -193,29 +212,44 @@ def _device(bundle_path: str, count: int, gap_ms: float) -> list[dict[str, Any]]
 
 # ---- orchestration ------------------------------------------------------------------------------
 
-def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = 50.0, pace: bool = True
+def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = IDLE_GAP_S * 1000, pace: bool = True
                  ) -> list[dict[str, Any]]:
     """Per-inference timings over the emulated link. `pace`: the relay also serializes bytes at the
     link rate, since a token bucket lets an isolated packet smaller than its burst through at once."""
     pacing = ["--pace-up-bps", str(link.uplink_bps), "--pace-down-bps", str(link.down_bps)] if pace else []
-    with namespaces(link.uplink_bps, link.down_bps):
-        server = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, sys.executable, "-m", "agilenn.simulate.emulate",
-                                   "serve", "--bundle", bundle_path, "--delay-ms", str(link.rtt_ms / 2.0), *pacing],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            line = server.stdout.readline() if server.stdout else ""
-            if line.strip() != "ready":
-                raise EmulationUnavailable(f"the worker did not start: {server.stderr.read() if server.stderr else ''}")
-            done = subprocess.run(["ip", "netns", "exec", NS_DEVICE, sys.executable, "-m", "agilenn.simulate.emulate",
-                                   "device", "--bundle", bundle_path, "--count", str(count), "--gap-ms", str(gap_ms)],
-                                  capture_output=True, text=True, timeout=600)
-            if done.returncode:
-                raise EmulationUnavailable(f"the device run failed: {done.stderr.strip()[-2000:]}")
-            return json.loads(done.stdout.strip().splitlines()[-1])
-        finally:
-            server.terminate()
-            with contextlib.suppress(Exception):
-                server.wait(5)
+    module = [sys.executable, "-m", "agilenn.simulate.emulate"]
+    with namespaces(link.uplink_bps, link.down_bps), contextlib.ExitStack() as stack:
+        worker = stack.enter_context(_in_cloud([*module, "serve", "--bundle", bundle_path]))
+        port = _ready(worker, "the worker").split()[1]
+        relay_process = stack.enter_context(_in_cloud([*module, "relay", "--target-port", port,
+                                                       "--delay-ms", str(link.rtt_ms / 2.0), *pacing]))
+        _ready(relay_process, "the relay")
+        done = subprocess.run(["ip", "netns", "exec", NS_DEVICE, *module, "device", "--bundle", bundle_path,
+                               "--count", str(count), "--gap-ms", str(gap_ms)],
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode:
+            raise EmulationUnavailable(f"the device run failed: {done.stderr.strip()[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def _in_cloud(command: list[str]):
+    process = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        with contextlib.suppress(Exception):
+            process.wait(5)
+
+
+def _ready(process: subprocess.Popen, what: str) -> str:
+    line = process.stdout.readline() if process.stdout else ""
+    if not line.startswith("ready"):
+        process.terminate()
+        raise EmulationUnavailable(f"{what} did not start: {process.stderr.read()[-2000:] if process.stderr else ''}")
+    return line.strip()
 
 
 def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, cloud) -> dict[str, Any]:
@@ -283,16 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve")
     serve.add_argument("--bundle", required=True)
-    serve.add_argument("--delay-ms", type=float, default=None, help="relay delay; none: no relay, print the port")
-    serve.add_argument("--pace-up-bps", type=float, default=None)
-    serve.add_argument("--pace-down-bps", type=float, default=None)
+    relay_parser = sub.add_parser("relay")
+    relay_parser.add_argument("--target-port", type=int, required=True)
+    relay_parser.add_argument("--delay-ms", type=float, required=True)
+    relay_parser.add_argument("--pace-up-bps", type=float, default=None)
+    relay_parser.add_argument("--pace-down-bps", type=float, default=None)
     device = sub.add_parser("device")
     device.add_argument("--bundle", required=True)
     device.add_argument("--count", type=int, default=60)
     device.add_argument("--gap-ms", type=float, default=50.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        asyncio.run(_serve(args.bundle, args.delay_ms, args.pace_up_bps, args.pace_down_bps))
+        asyncio.run(_serve(args.bundle))
+    elif args.command == "relay":
+        _relay_forever(args.target_port, args.delay_ms, args.pace_up_bps, args.pace_down_bps)
     else:
         print(json.dumps(_device(args.bundle, args.count, args.gap_ms)))
     return 0
