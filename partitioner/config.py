@@ -97,6 +97,10 @@ class PartitionConfig(_Strict):
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1)
     threads: int = Field(2, ge=1)
+    fine_tune_from: str | None = Field(None, description=(
+        "start from a trained split (a bundle folder, a run folder or a checkpoint file) instead of "
+        "pre-training: its extractor and evaluator are kept, parameters whose shape this config changes "
+        "start fresh, and only joint_training (and polish) run"))
 
     @model_validator(mode="after")
     def _check_polish(self) -> "PartitionConfig":
@@ -106,11 +110,32 @@ class PartitionConfig(_Strict):
         return self
 
 
-def load_config(path: str | Path) -> PartitionConfig:
-    path = Path(path)
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, mappings merged key by key (a null replaces)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.exists():
-        raise FileNotFoundError(f"config {path} not found")
+        raise FileNotFoundError(f"config {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ValueError(f"{path}: `extends` loops back to itself")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
-    return PartitionConfig.model_validate(data)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    # a variant names its base relative to itself and states only what differs
+    return _merge(_read(path.parent / base, (*chain, path.resolve())), data)
+
+
+def load_config(path: str | Path) -> PartitionConfig:
+    """Read an experiment config; `extends: OTHER.yaml` takes OTHER's settings under this file's."""
+    return PartitionConfig.model_validate(_read(Path(path)))

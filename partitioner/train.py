@@ -26,6 +26,7 @@ from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
                                    skewness_loss)
 from partitioner.model import AgileNN
+from partitioner.quantizer import FEATURE_RANGE
 from partitioner.remap import permute_input_channels, permute_output_channels, remap_order
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Trainer:
         self.polished = False
         self.opt_state: dict[str, Any] | None = None
         self._load()
+        if self.stage == "reference" and self.epoch == 0 and config.fine_tune_from is not None:
+            self._start_from(Path(config.fine_tune_from))
 
     # ---- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -87,6 +90,56 @@ class Trainer:
             self.stage, self.epoch, self.opt_state = "polish", 0, None  # a polish stage added after training
         self.generator.set_state(state["generator"])
         log.info("resuming %s at stage %s, epoch %d", self.run_dir, self.stage, self.epoch)
+
+    def _start_from(self, source: Path) -> None:
+        """Take a trained split's weights; what this config reshapes (the quantizer for another level
+        count, a predictor's first layer for another k) starts fresh, then the joint stages run."""
+        path = source
+        if source.is_dir():
+            path = next((source / name for name in (CHECKPOINT, "partitioner.pt") if (source / name).exists()),
+                        source / CHECKPOINT)
+        if not path.exists():
+            raise FileNotFoundError(f"fine_tune_from: no checkpoint at {path}; train or export that split first")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("stage", "done") != "done":
+            raise ValueError(f"fine_tune_from: {path} is still at stage {state['stage']!r}; finish that run first")
+        theirs = state["config"]
+        for key in ("dataset", "mean", "std"):
+            if theirs[key] != getattr(self.config, key):
+                raise ValueError(f"fine_tune_from: {path} was trained with {key}={theirs[key]!r}, "
+                                 f"this config has {getattr(self.config, key)!r}")
+        own = self.model.state_dict()
+        taken = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+        fresh = sorted(set(own) - set(taken))
+        kept_whole = [k for k in fresh if k.startswith(("extractor.", "evaluator."))]
+        if kept_whole:
+            raise ValueError(f"fine_tune_from: {path} has another extractor or evaluator ({kept_whole[0]} differs); "
+                             "fine-tuning keeps both")
+        self.model.load_state_dict(taken, strict=False)
+        self.reference_extractor = copy.deepcopy(self.model.extractor)
+        self.reference_extractor.load_state_dict(state["reference_extractor"])
+        if "quantizer.logits" in fresh and self.config.quantizer.init_centroids is None:
+            self._fit_centroids()
+        self.stage, self.epoch = "joint", 0
+        self._log({"stage": "fine-tune-start", "source": str(path), "fresh_parameters": fresh,
+                   "centroids": [round(c, 4) for c in self.model.quantizer.centroids().tolist()]})
+        self._save()
+
+    @torch.no_grad()
+    def _fit_centroids(self, samples: int = 200_000) -> None:
+        """New quantizer centroids by 1-D k-means over the source's offloaded feature values."""
+        from sklearn.cluster import KMeans
+
+        self.model.eval()
+        k = self.config.local_channels
+        values = torch.cat([self.model.extractor(x)[:, k:].flatten() for x, _ in
+                            batches(self.train_x[:5000], self.train_y[:5000], 500)])
+        pick = torch.randperm(len(values), generator=self.generator)[:samples]
+        levels = self.config.quantizer.levels
+        km = KMeans(n_clusters=levels, n_init=4, random_state=self.config.seed).fit(values[pick].reshape(-1, 1).numpy())
+        # strictly inside (0, 6): the quantizer stores centroids as logits of c / 6
+        centroids = torch.tensor(sorted(km.cluster_centers_.ravel()), dtype=torch.float32).clamp(0.01, 5.99)
+        self.model.quantizer.logits.copy_(torch.logit(centroids / FEATURE_RANGE))
 
     def _save(self, optimiser=None, scheduler=None) -> None:
         state = {

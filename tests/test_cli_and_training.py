@@ -94,3 +94,61 @@ def test_a_polish_stage_added_after_training_resumes_from_the_trained_model(tmp_
     # Once polished, the polish settings are part of the checkpoint's identity.
     with pytest.raises(ValueError, match="different config"):
         Trainer(tiny_config(polish={**polish, "lam": 0.4}), tmp_path, dataset=data, progress=False)
+
+
+def test_a_config_extends_its_base_and_states_only_what_differs(tmp_path):
+    from partitioner.config import load_config
+
+    base = tiny_config(polish={"epochs": 1, "lr": 0.01, "lam": 0.5}).model_dump(mode="json")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "variants").mkdir()
+    variant = tmp_path / "variants" / "l2.yaml"
+    variant.write_text("extends: ../base.yaml\nname: tiny-l2\nquantizer: {levels: 2}\n"
+                       "joint_training: {epochs: 1}\npolish: null\n")
+    config = load_config(variant)
+    assert (config.name, config.quantizer.levels, config.polish) == ("tiny-l2", 2, None)
+    # mappings merge key by key: the base's other joint settings stay
+    assert config.joint_training.epochs == 1 and config.joint_training.rho == base["joint_training"]["rho"]
+    (tmp_path / "base.yaml").write_text("extends: variants/l2.yaml\n")
+    with pytest.raises(ValueError, match="loops back"):
+        load_config(variant)
+
+
+def test_fine_tuning_starts_from_a_trained_split_and_refits_what_it_reshapes(tmp_path):
+    import torch
+
+    data = synthetic_dataset()
+    source = Trainer(tiny_config(), tmp_path / "source", dataset=data, progress=False)
+    source.run()
+    config = tiny_config(name="tiny-l2", quantizer={"levels": 2}, local_channels=3,
+                         joint_training={"epochs": 1, "batch_size": 32, "lr": 0.01},
+                         fine_tune_from=str(tmp_path / "source"))
+    tuned = Trainer(config, tmp_path / "tuned", dataset=data, progress=False)
+    # before any step: the source's extractor and evaluator, fresh quantizer and first predictor layers
+    for name in ("extractor", "evaluator"):
+        for (key, a), (_, b) in zip(getattr(tuned.model, name).state_dict().items(),
+                                    getattr(source.model, name).state_dict().items()):
+            assert torch.equal(a, b), key
+    first = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["stage"] == "fine-tune-start"
+    assert "quantizer.logits" in first["fresh_parameters"] and "local.1.weight" in first["fresh_parameters"]
+    centroids = tuned.model.quantizer.centroids()
+    assert len(centroids) == 2 and 0 < centroids[0] < centroids[1] < 6  # k-means over the features, in order
+    tuned.run()
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()]
+    assert "reference" not in stages and "remap" not in stages and stages.count("joint") == 1
+
+
+def test_fine_tuning_refuses_a_source_it_cannot_start_from(tmp_path):
+    data = synthetic_dataset()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(tiny_config(fine_tune_from=str(tmp_path / "missing")), tmp_path / "a", dataset=data, progress=False)
+    Trainer(tiny_config(), tmp_path / "source", dataset=data, progress=False).run()
+    wider = tiny_config(networks={**tiny_config().networks.model_dump(),
+                                  "extractor": {"name": "separable-extractor", "args": {"out_channels": 8, "width": 8}}},
+                        fine_tune_from=str(tmp_path / "source"))
+    with pytest.raises(ValueError, match="another extractor"):
+        Trainer(wider, tmp_path / "b", dataset=data, progress=False)
+    with pytest.raises(ValueError, match="mean"):
+        Trainer(tiny_config(mean=0.5, fine_tune_from=str(tmp_path / "source")), tmp_path / "c", dataset=data,
+                progress=False)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fine-tune the AgileNN variants of configs/variants/ from the committed bundle and export each to
+# bundles/variants/<name>. Rerunning resumes each from its run folder (runs/<name>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+for config in "${@:-configs/variants/*.yaml}"; do
+  for file in $config; do
+    name=$(basename "$file" .yaml)
+    [ -f "bundles/variants/$name/manifest.json" ] && { echo "== $name: exported already"; continue; }
+    echo "== $name $(date +%T)"
+    "$PY" -m agilenn.cli partition --config "$file" --out "bundles/variants/$name" --overwrite --quiet
+  done
+done
