@@ -1,7 +1,7 @@
 """Measure every scheme once for the simulator: `agilenn simulate` then needs no torch.
 
     python -m partitioner.simdata --agilenn bundles/fashion-mnist --baselines bundles/baselines \
-        --out bundles/baselines/measured.json [--export-splits]
+        --out bundles/baselines/measured.json [--export-splits] [--variants bundles/variants]
 
 Per scheme: test accuracy with the exported ONNX models, real encoded bytes per inference
 (median over the test set), the device part's per-layer table (MACs, inner-product length,
@@ -67,11 +67,11 @@ def _bundle_scheme(name: str, kind: str, bundle: Bundle, metrics: dict[str, Any]
                              "zlib-v1": metrics["payload_bytes_zlib_median"]}}
 
 
-def measure_agilenn(folder: Path, split) -> dict[str, Any]:
+def measure_agilenn(folder: Path, split, name: str = "agilenn") -> dict[str, Any]:
     bundle = Bundle(folder)
     model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
     metrics = evaluate_bundle(bundle, split, skewness=False)
-    scheme = _bundle_scheme("agilenn", "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
+    scheme = _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
                             RemoteModule(model).eval())
     scheme.update(accuracy_local_only=metrics["accuracy_local_only"], alpha_local=metrics["alpha_local"],
                   accuracy_reference=metrics["accuracy_reference"])
@@ -113,7 +113,7 @@ def _from_cut(name: str, kind: str, cut: dict[str, Any], input_bytes: int) -> di
 
 
 def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
-          export_splits: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+          export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     bundle = Bundle(agilenn)
     if dataset is None:
@@ -129,6 +129,9 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
             config = json.loads((folder / "manifest.json").read_text()).get("config", {})
             if config.get("baseline") == "deepcod":
                 tradeoff.append(measure_deepcod(folder, split))
+    # AgileNN at other bit widths and channel counts (configs/variants): more points of its curve
+    agilenn_points = [schemes[0]] + [measure_agilenn(folder, split, Bundle(folder).manifest.name)
+                                     for folder in _bundle_folders(variants)]
     ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
     cuts = measure_cuts(ref, dataset, test_limit=test_limit)
     by_name = {c["name"]: c for c in cuts}
@@ -144,12 +147,20 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
             "command": "python -m partitioner.simdata " + " ".join(sys.argv[1:]),
             "raw_input_bytes": input_bytes, "classes": dataset.num_classes,
             "protocol": protocol_overheads(bundle), "schemes": schemes, "cuts": cuts,
-            "tradeoff": [_point(schemes[0], "agilenn")] + [_point(s, "deepcod") for s in tradeoff]}
+            "tradeoff": [_point(s, "agilenn") for s in agilenn_points] + [_point(s, "deepcod") for s in tradeoff]}
     if export_splits:
         export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"]["codec"])
         best = _default_split(data)
         export_cut(ref, best, dataset, baselines / "layer-split", codec=by_name[best]["codec"])
     return data
+
+
+def _bundle_folders(parent: Path | None) -> list[Path]:
+    if parent is None:
+        return []
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{parent}: no such folder of bundles")
+    return sorted(p for p in parent.iterdir() if (p / "manifest.json").exists())
 
 
 def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
@@ -165,6 +176,7 @@ def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
     return {"family": family, "name": scheme["name"], "accuracy": scheme["accuracy"],
             "payload_bytes": scheme["payload_bytes"], "levels": scheme["levels"],
             "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"],
+            "device_macs": sum(layer["macs"] for layer in scheme["device_layers"]),
             "alternatives": scheme.get("alternatives", {})}
 
 
@@ -173,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agilenn", required=True, help="the AgileNN bundle (its reference network is cut too)")
     parser.add_argument("--baselines", required=True, help="folder of exported baselines (partitioner.baselines)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", default=None, type=Path,
+                        help="folder of AgileNN variant bundles (scripts/train_variants.sh), points of its curve")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
     parser.add_argument("--export-splits", action="store_true",
@@ -180,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                              "wifi-6mbps as bundles")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits)
+    data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
+                 variants=args.variants)
     Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
     summary = {s["name"]: {"accuracy": round(s["accuracy"], 4), "payload_bytes": s["payload_bytes"]}
                for s in data["schemes"]}

@@ -2,6 +2,7 @@
 # Regenerate the simulation's measured numbers and reports from bundles/fashion-mnist.
 #   scripts/simulate_all.sh            # measure, calibrate the host, write reports (+ emulate as root)
 #   TRAIN=1 scripts/simulate_all.sh    # first train and export every baseline in configs/baselines/
+#                                      # and the AgileNN variants in configs/variants/
 # Needs the train extra (torch) for the measuring step; run it on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +13,16 @@ if [[ "${TRAIN:-0}" == 1 ]]; then
   for config in configs/baselines/*.yaml; do
     "$PY" -m partitioner.baselines train --config "$config" --out "bundles/baselines/$(basename "$config" .yaml)"
   done
+  PYTHON="$PY" scripts/train_variants.sh
 fi
+VARIANTS=()
+[[ -d bundles/variants ]] && VARIANTS=(--variants bundles/variants)
 "$PY" -m partitioner.simdata --agilenn "$BUNDLE" --baselines bundles/baselines \
-    --out bundles/baselines/measured.json --export-splits
-"$AGILENN" simulate calibrate --write agilenn/simulate/profiles/devices/host.yaml > /dev/null
+    --out bundles/baselines/measured.json --export-splits "${VARIANTS[@]}"
+# real-time priority where allowed: other tasks on the machine then disturb the timings less
+RT=()
+[[ $(id -u) == 0 ]] && RT=(chrt -f 50)
+"${RT[@]}" "$AGILENN" simulate calibrate --write agilenn/simulate/profiles/devices/host.yaml > /dev/null
 mkdir -p reports
 for link in wifi-6mbps ble-270kbps; do
   "$AGILENN" simulate --device stm32f746-216mhz --link "$link" --json > "reports/simulate-stm32f746-216mhz-$link.json"

@@ -29,7 +29,17 @@ def measured_file(tiny_bundle, tmp_path_factory):
         {"name": "separable-extractor", "args": {"out_channels": 6, "width": 8}},
         {"name": "conv-head", "args": {"widths": [16], "pool": "average"}}], **common),
         folder / "deepcod-c6-l4", folder / "runs-b", dataset)
-    data = build(tiny_bundle.folder, folder, dataset=dataset)
+    # an AgileNN variant at 1 bit, fine-tuned from the bundle itself, as configs/variants/ does
+    from partitioner.export import export_bundle
+    from partitioner.testing import tiny_config
+    from partitioner.train import Trainer
+
+    variant = tiny_config(name="tiny-l2", quantizer={"levels": 2}, fine_tune_from=str(tiny_bundle.folder),
+                          joint_training={"epochs": 1, "batch_size": 32, "lr": 0.01})
+    tuned = Trainer(variant, folder / "runs-v", dataset=dataset, progress=False).run()
+    variants = tmp_path_factory.mktemp("variants")
+    export_bundle(tuned.model, tuned.reference_extractor, variant, dataset, variants / "tiny-l2")
+    data = build(tiny_bundle.folder, folder, dataset=dataset, variants=variants)
     path = folder / "measured.json"
     path.write_text(json.dumps(data))
     return path
@@ -45,6 +55,10 @@ def test_measured_file_holds_every_scheme_and_cut(measured_file):
     agile = next(s for s in data["schemes"] if s["kind"] == "agilenn")
     assert agile["payload_bytes"] > 0 and agile["device_layers"] and agile["cloud_layers"]
     assert data["protocol"]["request_overhead_bytes"] > 71  # the bundle hash travels in every request
+    curve = {p["name"]: p for p in data["tradeoff"] if p["family"] == "agilenn"}
+    assert set(curve) == {"agilenn", "tiny-l2"}
+    assert (curve["agilenn"]["levels"], curve["tiny-l2"]["levels"]) == (4, 2)
+    assert curve["tiny-l2"]["device_macs"] == curve["agilenn"]["device_macs"] > 0
 
 
 def test_simulate_json_has_the_promised_fields(measured_file, capsys):
@@ -72,6 +86,7 @@ def test_report_writes_markdown_and_plots(measured_file, tmp_path, capsys):
     for name in ("latency_breakdown.png", "accuracy_vs_bytes.png", "latency_vs_bandwidth.png"):
         assert (out / name).stat().st_size > 5000 and name in text
     assert "## ble-270kbps" in text and "## wifi-6mbps" in text and "Source:" in text
+    assert "| agilenn | tiny-l2 | 4 | 1 |" in text  # the variant is a row of the accuracy-vs-bytes table
 
 
 def test_recommend_names_the_fastest_scheme_over_the_floor(measured_file, capsys):

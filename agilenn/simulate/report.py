@@ -216,10 +216,12 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
         lines += [f"## {run['link']}", ""] + _table(run) + ["", "Summary (baseline / AgileNN; above 1 favours AgileNN):",
                                                              ""] + _summary(run) + [""]
     lines += ["## Accuracy vs bytes per inference", "", "![accuracy vs bytes](accuracy_vs_bytes.png)", "",
-              "| family | variant | offloaded channels | bits | codec | bytes | accuracy |", "|---|---|---|---|---|---|---|"]
+              "| family | variant | offloaded channels | bits | codec | bytes | device MACs | accuracy |",
+              "|---|---|---|---|---|---|---|---|"]
     for p in sorted(measured["tradeoff"], key=lambda p: (p["family"], p["payload_bytes"])):
+        macs = f"{p['device_macs']:,}" if "device_macs" in p else "-"
         lines.append(f"| {p['family']} | {p['name']} | {p['offloaded_channels']} | "
-                     f"{math.ceil(math.log2(p['levels']))} | {p['codec']} | {p['payload_bytes']:.0f} | "
+                     f"{math.ceil(math.log2(p['levels']))} | {p['codec']} | {p['payload_bytes']:.0f} | {macs} | "
                      f"{p['accuracy'] * 100:.2f}% |")
     lines += ["", f"## Latency vs bandwidth ({runs[0]['link']}'s RTT and packets, rate swept)", "",
               "![latency vs bandwidth](latency_vs_bandwidth.png)", "",
