@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from agilenn.bundle import Bundle
 from agilenn.codec import CODEC_IDS, PayloadError
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
-from agilenn.v1.tensors import raw_tensor, unknown_field_numbers
+from agilenn.v1.tensors import BUNDLE_HASH_METADATA, raw_tensor, unknown_field_numbers
 from cloud_worker.config import WorkerConfig
 from cloud_worker.metrics import WorkerMetrics
 
@@ -157,6 +157,14 @@ class MicroBatcher:
                     log.exception("delivering an answer failed")
 
 
+def _call_hash(context) -> str:
+    """The bundle hash a call's metadata names for all of its requests ("" when none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == BUNDLE_HASH_METADATA:
+            return value
+    return ""
+
+
 class _ReaderState:
     __slots__ = ("waiting",)
 
@@ -185,20 +193,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     # -- request handling shared by the unary and streaming calls --
 
-    def _decode(self, request: inference_pb2.InferRequest) -> np.ndarray:
+    def _decode(self, request: inference_pb2.InferRequest, call_hash: str = "") -> np.ndarray:
+        """`call_hash`: the bundle the call's metadata names, for requests that name none."""
         unknown = unknown_field_numbers(request)
         if unknown:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request carries field numbers {sorted(unknown)} that agilenn.v1.InferRequest does not define; "
                 "the device speaks a different version of the wire contract")
-        if request.bundle_hash != self._bundle_hash:
-            if not request.bundle_hash:
+        claimed = request.bundle_hash or call_hash
+        if claimed != self._bundle_hash:
+            if not claimed:
                 raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"request names no bundle_hash; this worker serves {self.bundle.bundle_hash}")
+                                   f"request names no bundle_hash (nor does the call's {BUNDLE_HASH_METADATA} "
+                                   f"metadata); this worker serves {self.bundle.bundle_hash}")
             raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"bundle mismatch: the request was computed with {request.bundle_hash} "
+                f"bundle mismatch: the request was computed with {claimed} "
                 f"but this worker serves {self.bundle.bundle_hash}")
         features = request.features
         codec = features.codec
@@ -243,7 +254,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         try:
             if self.draining:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, f"worker {self.worker_id} is shutting down")
-            indices = self._decode(request)
+            indices = self._decode(request, _call_hash(context))
             row, size = await self.batcher.submit_future(indices)
         except RequestError as exc:
             self._error(request.request_id, started, exc, "Infer")
@@ -268,6 +279,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         failure: list[BaseException] = []
         state = _ReaderState()
         batcher = self.batcher
+        call_hash = _call_hash(context)
 
         async def read() -> None:
             nonlocal owed
@@ -278,7 +290,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     started = time.perf_counter()
                     request_id = request.request_id
                     try:
-                        indices = self._decode(request)
+                        indices = self._decode(request, call_hash)
                     except RequestError as exc:
                         owed += 1
                         batched.put_nowait(self._error(request_id, started, exc, "InferStream"))

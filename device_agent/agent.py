@@ -183,8 +183,8 @@ class DeviceAgent:
 
         payload = self._codec.encode(indices[0])
         request_id = next(self._ids)
-        request = inference_pb2.InferRequest(
-            request_id=request_id, bundle_hash=self._hash,
+        request = inference_pb2.InferRequest(  # bundle_hash: named once in the stream's metadata
+            request_id=request_id,
             features=inference_pb2.Tensor(data=payload, shape=self._remote_shape, codec=self._codec_id))
         slot = Slot()
         if not link.send(request, slot):

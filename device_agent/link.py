@@ -18,6 +18,7 @@ from typing import Callable
 import grpc
 
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
+from agilenn.v1.tensors import BUNDLE_HASH_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,9 @@ class Link:
             if self._on_info is not None and not self._on_info(self, info):
                 return False
             outbox: queue.SimpleQueue = queue.SimpleQueue()
-            responses = self._call = stub.InferStream(_requests(outbox))
+            # the bundle is named once for the stream; requests leave bundle_hash empty
+            responses = self._call = stub.InferStream(_requests(outbox),
+                                                      metadata=((BUNDLE_HASH_METADATA, self.bundle_hash),))
             with self._lock:
                 if self._closed.is_set():
                     return False

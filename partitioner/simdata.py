@@ -40,8 +40,8 @@ def protocol_overheads(bundle: Bundle) -> dict[str, int]:
     """Bytes around the payload in the runtime's InferRequest, and a whole InferResponse."""
     from agilenn.v1 import inference_pb2
 
-    request = inference_pb2.InferRequest(
-        request_id=2 ** 32, bundle_hash=bundle.bundle_hash,
+    request = inference_pb2.InferRequest(  # the device agent names the bundle once per stream, in metadata
+        request_id=2 ** 32,
         features=inference_pb2.Tensor(data=b"", shape=list(bundle.remote_shape), codec=bundle.codec.codec_id))
     classes = len(bundle.manifest.labels)
     response = inference_pb2.InferResponse(

@@ -114,6 +114,26 @@ def test_a_bad_request_in_a_stream_gets_an_error_answer_and_the_stream_goes_on(s
     np.testing.assert_allclose(from_raw_tensor(answers[4].logits), remote[3], rtol=1e-5, atol=1e-5)
 
 
+def test_a_stream_may_name_its_bundle_once_in_metadata(stub, tiny_bundle, samples):
+    from agilenn.v1.tensors import BUNDLE_HASH_METADATA
+
+    indices, remote = samples
+    bare = [request_for(tiny_bundle, indices[i], request_id=i + 1, bundle_hash="") for i in range(3)]
+    assert bare[0].ByteSize() + 71 <= request_for(tiny_bundle, indices[0], request_id=1).ByteSize()
+    answers = {r.request_id: r for r in stub.InferStream(
+        iter(bare), metadata=((BUNDLE_HASH_METADATA, tiny_bundle.bundle_hash),), timeout=30)}
+    assert [answers[i + 1].status.code for i in range(3)] == [0, 0, 0]
+    np.testing.assert_allclose(from_raw_tensor(answers[3].logits), remote[2], rtol=1e-5, atol=1e-5)
+    # a stream naming another bundle, or none at all: every request is refused, naming the hashes
+    wrong = {r.request_id: r for r in stub.InferStream(
+        iter(bare), metadata=((BUNDLE_HASH_METADATA, "sha256:other"),), timeout=30)}
+    assert all(r.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] for r in wrong.values())
+    assert "sha256:other" in wrong[1].status.message and tiny_bundle.bundle_hash in wrong[1].status.message
+    unnamed = list(stub.InferStream(iter(bare[:1]), timeout=30))
+    assert unnamed[0].status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert BUNDLE_HASH_METADATA in unnamed[0].status.message
+
+
 def test_health_and_reflection(server):
     with grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

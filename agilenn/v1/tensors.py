@@ -10,6 +10,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from agilenn.v1 import inference_pb2
 
+# Metadata key of an InferStream call naming the bundle once for the whole stream, so that its
+# requests may leave bundle_hash empty (~71 bytes less per request; 2 ms per inference at 270 kbps).
+BUNDLE_HASH_METADATA = "agilenn-bundle-hash"
+
 RAW_U8 = "raw-u8"
 RAW_F32LE = "raw-f32le"
 _RAW_DTYPES = {RAW_U8: np.dtype("u1"), RAW_F32LE: np.dtype("<f4")}
