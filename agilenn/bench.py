@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,12 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
     import grpc
 
     from agilenn.v1 import inference_pb2, inference_pb2_grpc
+    from agilenn.v1.tensors import BUNDLE_HASH_METADATA
 
     payloads = [bundle.codec.encode(sample) for sample in indices]
     shape = list(bundle.remote_shape)
-    infer = [inference_pb2.InferRequest(request_id=i + 1, bundle_hash=bundle.bundle_hash,
+    named = ((BUNDLE_HASH_METADATA, bundle.bundle_hash),)  # streams name the bundle once, as the device agent does
+    infer = [inference_pb2.InferRequest(request_id=i + 1,
                                         features=inference_pb2.Tensor(data=p, shape=shape, codec=bundle.codec.codec_id))
              for i, p in enumerate(payloads)]
     echo = [inference_pb2.EchoMessage(request_id=i + 1, data=p) for i, p in enumerate(payloads)]
@@ -117,11 +120,11 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
         stub = inference_pb2_grpc.InferenceStub(channel)
         await stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=30)
         echo_rtts, _ = await _stream_rtts(stub.EchoStream, echo, requests, warmup)
-        infer_rtts, infer_s = await _stream_rtts(stub.InferStream, infer, requests, warmup)
+        infer_rtts, infer_s = await _stream_rtts(partial(stub.InferStream, metadata=named), infer, requests, warmup)
         unary = []
         for i in range(min(requests, 500)):
             sent = time.perf_counter()
-            await stub.Infer(infer[i % len(infer)])
+            await stub.Infer(infer[i % len(infer)], metadata=named)
             unary.append((time.perf_counter() - sent) * 1000.0)
 
     # one channel per stream, as separate devices would have
@@ -129,9 +132,10 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
     try:
         stubs = [inference_pb2_grpc.InferenceStub(c) for c in channels]
         per_stream = max(requests // 4, 100)
-        await asyncio.gather(*(_stream_rtts(s.InferStream, infer, warmup, 0) for s in stubs))
+        await asyncio.gather(*(_stream_rtts(partial(s.InferStream, metadata=named), infer, warmup, 0) for s in stubs))
         started = time.perf_counter()
-        outcomes = await asyncio.gather(*(_stream_rtts(s.InferStream, infer, per_stream, 0) for s in stubs))
+        outcomes = await asyncio.gather(*(_stream_rtts(partial(s.InferStream, metadata=named), infer, per_stream, 0)
+                                          for s in stubs))
         many_s = time.perf_counter() - started
     finally:
         for c in channels:
