@@ -115,42 +115,47 @@ def _profiles(args) -> tuple:
     return load_device(args.device), load_device(args.cloud)
 
 
-def cmd_run(args) -> int:
+def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """One result per link, and the report's path when --report asked for one."""
     measured = compare.load_measured(args.measured)
     device, cloud = _profiles(args)
-    link = load_link(args.link)
-    result = compare.simulate(measured, device, link, cloud, args.framing)
-    if args.report:
-        from agilenn.simulate.report import write_report
+    results = [compare.simulate(measured, device, load_link(name), cloud, args.framing) for name in link_names]
+    if not args.report:
+        return results, None
+    from agilenn.simulate.report import write_report
 
-        result["report"] = str(write_report(Path(args.report), measured, [result], device, cloud, args.framing))
+    return results, str(write_report(Path(args.report), measured, results, device, cloud, args.framing))
+
+
+def _print_results(results: list[dict[str, Any]], report: str | None) -> None:
+    for i, result in enumerate(results):
+        if i:
+            print()
+        print_result(result)
+    if report:
+        print(f"report: {report}")
+
+
+def cmd_run(args) -> int:
+    (result,), report = _simulate(args, [args.link])
+    if report:
+        result["report"] = report
     if args.json:
         print(json.dumps(result))
     else:
-        print_result(result)
-        if args.report:
-            print(f"report: {result['report']}")
+        _print_results([result], report)
     return 0
 
 
 def cmd_sweep(args) -> int:
-    measured = compare.load_measured(args.measured)
-    device, cloud = _profiles(args)
-    links = [load_link(name.strip()) for name in args.links.split(",") if name.strip()]
-    results = [compare.simulate(measured, device, link, cloud, args.framing) for link in links]
-    out: dict[str, Any] = {"device": device.name, "runs": results}
-    if args.report:
-        from agilenn.simulate.report import write_report
-
-        out["report"] = str(write_report(Path(args.report), measured, results, device, cloud, args.framing))
+    results, report = _simulate(args, [name.strip() for name in args.links.split(",") if name.strip()])
+    out: dict[str, Any] = {"device": results[0]["device"], "runs": results}
+    if report:
+        out["report"] = report
     if args.json:
         print(json.dumps(out))
     else:
-        for result in results:
-            print_result(result)
-            print()
-        if args.report:
-            print(f"report: {out['report']}")
+        _print_results(results, report)
     return 0
 
 
