@@ -110,6 +110,14 @@ class Trainer:
                                  f"this config has {getattr(self.config, key)!r}")
         own = self.model.state_dict()
         taken = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+        resized = {}
+        for name in set(own) - set(taken):
+            if name in state["model"]:
+                carried = _move_input_channels(name, own[name], state["model"][name], theirs["local_channels"],
+                                               self.config.local_channels, self.model.feature_shape[0])
+                if carried is not None:
+                    resized[name] = carried
+        taken.update(resized)
         fresh = sorted(set(own) - set(taken))
         kept_whole = [k for k in fresh if k.startswith(("extractor.", "evaluator."))]
         if kept_whole:
@@ -122,6 +130,7 @@ class Trainer:
             self._fit_centroids()
         self.stage, self.epoch = "joint", 0
         self._log({"stage": "fine-tune-start", "source": str(path), "fresh_parameters": fresh,
+                   "resized_parameters": sorted(resized),
                    "centroids": [round(c, 4) for c in self.model.quantizer.centroids().tolist()]})
         self._save()
 
@@ -321,6 +330,29 @@ class Trainer:
         n = len(self.test_y)
         return {"test_accuracy": correct / n, "test_accuracy_local": correct_local / n,
                 "test_accuracy_remote": correct_remote / n, "test_skewness": skew_sum / n}
+
+
+def _move_input_channels(name: str, new: torch.Tensor, old: torch.Tensor, k_old: int, k_new: int,
+                         channels: int) -> torch.Tensor | None:
+    """A predictor's first weight for another split point k. The local head reads channels [0, k),
+    the remote head [k, C), both channel-major; the channels both splits give a head keep their
+    weights, channels new to it start at zero. With more local channels the local head starts as
+    the source's; with fewer remote channels the remote head loses only the ones that moved.
+    None when `name` is no such weight."""
+    head = name.split(".", 1)[0]
+    if head not in ("local", "remote") or new.dim() < 2 or new.shape[0] != old.shape[0] \
+            or new.shape[2:] != old.shape[2:]:
+        return None
+    old_in, new_in = (k_old, k_new) if head == "local" else (channels - k_old, channels - k_new)
+    if old.shape[1] % old_in or new.shape[1] % new_in or old.shape[1] // old_in != new.shape[1] // new_in:
+        return None
+    keep = min(old_in, new_in) * (old.shape[1] // old_in)
+    out = torch.zeros_like(new)
+    if head == "local":  # channels 0.. stay where they are
+        out[:, :keep] = old[:, :keep]
+    else:  # the remote head's last channels are the ones both splits offload
+        out[:, -keep:] = old[:, -keep:]
+    return out
 
 
 def _training_part(config: dict[str, Any], polish_started: bool) -> dict[str, Any]:

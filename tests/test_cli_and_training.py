@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -130,8 +131,15 @@ def test_fine_tuning_starts_from_a_trained_split_and_refits_what_it_reshapes(tmp
                                     getattr(source.model, name).state_dict().items()):
             assert torch.equal(a, b), key
     first = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["stage"] == "fine-tune-start"
-    assert "quantizer.logits" in first["fresh_parameters"] and "local.1.weight" in first["fresh_parameters"]
+    assert first["stage"] == "fine-tune-start" and first["fresh_parameters"] == ["quantizer.logits"]
+    assert first["resized_parameters"] == ["local.1.weight", "remote.0.weight"]
+    # one more local channel, its weights at zero: the local head starts as the source's
+    features = source.model.extractor.eval()(tuned.test_x[:16])
+    with torch.no_grad():
+        np.testing.assert_allclose(tuned.model.local.eval()(features[:, :3]).numpy(),
+                                   source.model.local.eval()(features[:, :2]).numpy(), rtol=1e-5, atol=1e-5)
+        # the remote head keeps the weights of the channels both splits offload
+        assert torch.equal(tuned.model.remote[0].weight, source.model.remote[0].weight[:, 1:])
     centroids = tuned.model.quantizer.centroids()
     assert len(centroids) == 2 and 0 < centroids[0] < centroids[1] < 6  # k-means over the features, in order
     tuned.run()
