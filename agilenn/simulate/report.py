@@ -68,25 +68,42 @@ def plot_breakdown(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no cheaper point matches in accuracy, by bytes."""
+    best, out = -1.0, []
+    for p in sorted(points, key=lambda p: (p["payload_bytes"], -p["accuracy"])):
+        if p["accuracy"] > best:
+            out.append(p)
+            best = p["accuracy"]
+    return out
+
+
 def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
     markers = {"agilenn": ("o", "#c44e52"), "deepcod": ("s", "#4c72b0")}
+    bundled = {s.get("variant", s["name"]) for s in measured["schemes"]}
     for family, (marker, colour) in markers.items():
         points = sorted((p for p in measured["tradeoff"] if p["family"] == family), key=lambda p: p["payload_bytes"])
         if not points:
             continue
-        xs = [p["payload_bytes"] for p in points]
-        ys = [p["accuracy"] * 100 for p in points]
-        ax.plot(xs, ys, marker=marker, color=colour, label="AgileNN" if family == "agilenn" else "DeepCOD-like",
-                linestyle="-" if len(points) > 1 else "none")
+        label = "AgileNN" if family == "agilenn" else "DeepCOD-like"
+        ax.scatter([p["payload_bytes"] for p in points], [p["accuracy"] * 100 for p in points], marker=marker,
+                   color=colour, zorder=3)
+        frontier = _frontier(points)  # each step: more bytes buy more accuracy
+        ax.plot([p["payload_bytes"] for p in frontier], [p["accuracy"] * 100 for p in frontier], color=colour,
+                label=f"{label} (line: best accuracy for the bytes)")
         alt = [(b, p["accuracy"] * 100) for p in points for b in p.get("alternatives", {}).values()]
         if alt:
             ax.scatter([a[0] for a in alt], [a[1] for a in alt], marker=marker, facecolors="none", edgecolors=colour,
-                       label=("AgileNN" if family == "agilenn" else "DeepCOD-like") + ", bit-packed / zlib")
-        for p, x, y in zip(points, xs, ys):
-            ax.annotate(f"{p['offloaded_channels']}ch x {math.ceil(math.log2(p['levels']))}b", (x, y), fontsize=7,
-                        textcoords="offset points", xytext=(4, 4))
+                       label=f"{label}, bit-packed / zlib")
+        for i, p in enumerate(points):
+            text = f"{p['offloaded_channels']}ch x {math.ceil(math.log2(p['levels']))}b"
+            if p["name"] in bundled:
+                text += " (in the table)"
+            twin = i > 0 and points[i - 1]["payload_bytes"] == p["payload_bytes"]  # same bytes: label on the left
+            ax.annotate(text, (p["payload_bytes"], p["accuracy"] * 100), fontsize=7, textcoords="offset points",
+                        xytext=(-5, -3) if twin else (5, 4 if i % 2 == 0 else -10), ha="right" if twin else "left")
     for s in measured["schemes"]:
         if s["kind"] == "full-offload":
             ax.axvline(s["payload_bytes"], color="grey", linestyle=":", label=f"full offload ({s['payload_bytes']:.0f} B)")
@@ -95,7 +112,7 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("bytes per inference (median, real encoded payload)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"accuracy vs bytes, {measured['dataset']}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
