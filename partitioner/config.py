@@ -58,6 +58,9 @@ class Quantizer(_Strict):
     levels: int = Field(4, ge=2, le=256)
     softness: float = Field(1.0, gt=0, description="temperature of the soft assignment")
     init_centroids: list[float] | None = Field(None, description="initial centroids in (0, 6)")
+    learn_centroids: bool = Field(True, description=(
+        "train the centroids with the network; false keeps them where they start (init_centroids, or "
+        "k-means over the source's features when fine-tuning), which stops learned ones merging"))
 
     @model_validator(mode="after")
     def _check_init(self) -> "Quantizer":

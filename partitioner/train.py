@@ -77,7 +77,9 @@ class Trainer:
             return
         state = torch.load(path, map_location="cpu", weights_only=False)
         polish_started = state["stage"] == "polish" or state.get("polished", False)
-        if (_training_part(state["config"], polish_started)
+        # through the schema, so that settings added since (at their defaults) do not count as changes
+        saved = PartitionConfig.model_validate(state["config"]).model_dump(mode="json")
+        if (_training_part(saved, polish_started)
                 != _training_part(self.config.model_dump(mode="json"), polish_started)):
             raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
         self.model.load_state_dict(state["model"])
@@ -126,8 +128,9 @@ class Trainer:
         self.model.load_state_dict(taken, strict=False)
         self.reference_extractor = copy.deepcopy(self.model.extractor)
         self.reference_extractor.load_state_dict(state["reference_extractor"])
-        if "quantizer.logits" in fresh and self.config.quantizer.init_centroids is None:
-            self._fit_centroids()
+        q = self.config.quantizer
+        if q.init_centroids is None and ("quantizer.logits" in fresh or not q.learn_centroids):
+            self._fit_centroids()  # fixed centroids start where the features are, not where the source's merged
         self.stage, self.epoch = "joint", 0
         self._log({"stage": "fine-tune-start", "source": str(path), "fresh_parameters": fresh,
                    "resized_parameters": sorted(resized),
@@ -263,7 +266,7 @@ class Trainer:
         k = self.config.local_channels
         for p in m.evaluator.parameters():
             p.requires_grad_(False)
-        params = [p for name, p in m.named_parameters() if not name.startswith("evaluator.")]
+        params = [p for name, p in m.named_parameters() if not name.startswith("evaluator.") and p.requires_grad]
         optimiser, scheduler = self._resume_optimiser(params, spec)
         while self.epoch < spec.epochs:
             m.train()

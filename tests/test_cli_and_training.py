@@ -160,3 +160,28 @@ def test_fine_tuning_refuses_a_source_it_cannot_start_from(tmp_path):
     with pytest.raises(ValueError, match="mean"):
         Trainer(tiny_config(mean=0.5, fine_tune_from=str(tmp_path / "source")), tmp_path / "c", dataset=data,
                 progress=False)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
+    import torch
+
+    data = synthetic_dataset()
+    Trainer(tiny_config(), tmp_path, dataset=data, progress=False).run()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    del state["config"]["fine_tune_from"], state["config"]["quantizer"]["learn_centroids"]
+    torch.save(state, tmp_path / CHECKPOINT)
+    assert Trainer(tiny_config(), tmp_path, dataset=data, progress=False).stage == "done"
+
+
+def test_fixed_centroids_stay_where_k_means_put_them(tmp_path):
+    data = synthetic_dataset()
+    Trainer(tiny_config(), tmp_path / "source", dataset=data, progress=False).run()
+    config = tiny_config(name="fixed", quantizer={"levels": 4, "learn_centroids": False},
+                         joint_training={"epochs": 1, "batch_size": 32, "lr": 0.05},
+                         fine_tune_from=str(tmp_path / "source"))
+    tuned = Trainer(config, tmp_path / "tuned", dataset=data, progress=False)
+    start = tuned.model.quantizer.centroids().detach().clone()
+    first = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["centroids"] == [round(c, 4) for c in start.tolist()]  # refitted although the shape matches
+    tuned.run()
+    assert (tuned.model.quantizer.centroids().detach() == start).all()
