@@ -207,9 +207,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                    f"request names no bundle_hash (nor does the call's {BUNDLE_HASH_METADATA} "
                                    f"metadata); this worker serves {self.bundle.bundle_hash}")
+            named_by = "the request" if request.bundle_hash else f"the call's {BUNDLE_HASH_METADATA} metadata"
             raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"bundle mismatch: the request was computed with {claimed} "
+                f"bundle mismatch: {named_by} names {claimed} "
                 f"but this worker serves {self.bundle.bundle_hash}")
         features = request.features
         codec = features.codec
@@ -352,7 +353,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             bundle_hash=self.bundle.bundle_hash, bundle_name=manifest.name,
             input=inference_pb2.InputSpec(shape=spec.shape, dtype=spec.dtype, mean=spec.mean, std=spec.std),
             codec=self._codec.codec_id, remote_shape=self._remote_shape, num_classes=len(manifest.labels),
-            endpoints=self._endpoints(), worker_id=self.worker_id, max_message_bytes=self.config.max_message_bytes)
+            endpoints=self._endpoints(), worker_id=self.worker_id, max_message_bytes=self.config.max_message_bytes,
+            accepts_call_bundle_hash=True)
 
     async def EchoStream(self, request_iterator, context):
         async for message in request_iterator:

@@ -52,6 +52,7 @@ class Link:
                  on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None) -> None:
         self.address = address
         self.bundle_hash = bundle_hash
+        self._hash_per_request = bundle_hash  # until the worker says it takes the stream's metadata
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
@@ -97,6 +98,7 @@ class Link:
                 return False
             self._pending[request.request_id] = slot
             slot.sent_at = self._clock()
+            request.bundle_hash = self._hash_per_request
             self._outbox.put(request)
         return True
 
@@ -143,7 +145,9 @@ class Link:
             if self._on_info is not None and not self._on_info(self, info):
                 return False
             outbox: queue.SimpleQueue = queue.SimpleQueue()
-            # the bundle is named once for the stream; requests leave bundle_hash empty
+            # the bundle is named once for the stream, and in every request only for a worker
+            # that predates that (it would refuse requests naming none)
+            self._hash_per_request = "" if info.accepts_call_bundle_hash else self.bundle_hash
             responses = self._call = stub.InferStream(_requests(outbox),
                                                       metadata=((BUNDLE_HASH_METADATA, self.bundle_hash),))
             with self._lock:
