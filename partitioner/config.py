@@ -101,7 +101,8 @@ class PartitionConfig(_Strict):
     test_limit: int | None = Field(None, ge=1)
     threads: int = Field(2, ge=1)
     fine_tune_from: str | None = Field(None, description=(
-        "start from a trained split (a bundle folder, a run folder or a checkpoint file) instead of "
+        "start from a trained split (a bundle folder, a run folder or a checkpoint file; relative to the "
+        "working directory, as runs/ is, not to the config file) instead of "
         "pre-training: its extractor and evaluator are kept, parameters whose shape this config changes "
         "start fresh, and only joint_training (and polish) run"))
 

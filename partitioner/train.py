@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 from tqdm import tqdm
 
@@ -78,7 +79,12 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         polish_started = state["stage"] == "polish" or state.get("polished", False)
         # through the schema, so that settings added since (at their defaults) do not count as changes
-        saved = PartitionConfig.model_validate(state["config"]).model_dump(mode="json")
+        try:
+            saved = PartitionConfig.model_validate(state["config"]).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(f"{path}: the config saved with this checkpoint no longer validates; use a new run "
+                             f"folder or delete it ({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
+                             ) from None
         if (_training_part(saved, polish_started)
                 != _training_part(self.config.model_dump(mode="json"), polish_started)):
             raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
@@ -120,6 +126,8 @@ class Trainer:
                 if carried is not None:
                     resized[name] = carried
         taken.update(resized)
+        if self.config.quantizer.init_centroids is not None:
+            taken.pop("quantizer.logits", None)  # the config's centroids, not the source's
         fresh = sorted(set(own) - set(taken))
         kept_whole = [k for k in fresh if k.startswith(("extractor.", "evaluator."))]
         if kept_whole:

@@ -185,3 +185,12 @@ def test_fixed_centroids_stay_where_k_means_put_them(tmp_path):
     assert first["centroids"] == [round(c, 4) for c in start.tolist()]  # refitted although the shape matches
     tuned.run()
     assert (tuned.model.quantizer.centroids().detach() == start).all()
+
+
+def test_configured_centroids_win_over_the_source_when_fine_tuning(tmp_path):
+    data = synthetic_dataset()
+    Trainer(tiny_config(), tmp_path / "source", dataset=data, progress=False).run()
+    config = tiny_config(quantizer={"levels": 4, "init_centroids": [0.5, 1.5, 3.0, 5.0], "learn_centroids": False},
+                         fine_tune_from=str(tmp_path / "source"))
+    tuned = Trainer(config, tmp_path / "tuned", dataset=data, progress=False)
+    assert [round(c, 4) for c in tuned.model.quantizer.centroids().tolist()] == [0.5, 1.5, 3.0, 5.0]
