@@ -32,6 +32,8 @@ from partitioner.export import DeviceModule, RemoteModule
 from partitioner.layers import layer_table
 from partitioner.splits import export_cut, load_reference, measure_cuts
 
+log = logging.getLogger(__name__)
+
 SCHEMA = "agilenn-simdata-v1"
 GRPC_FRAMING_BYTES = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header
 
@@ -131,7 +133,7 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
                 tradeoff.append(measure_deepcod(folder, split))
     # AgileNN at other bit widths and channel counts (configs/variants): more points of its curve
     agilenn_points = [schemes[0]] + [measure_agilenn(folder, split, Bundle(folder).manifest.name)
-                                     for folder in _bundle_folders(variants)]
+                                     for folder in _variant_folders(variants, bundle)]
     ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
     cuts = measure_cuts(ref, dataset, test_limit=test_limit)
     by_name = {c["name"]: c for c in cuts}
@@ -155,12 +157,25 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
     return data
 
 
-def _bundle_folders(parent: Path | None) -> list[Path]:
+def _variant_folders(parent: Path | None, main: Bundle) -> list[Path]:
+    """AgileNN bundles under `parent` for the same inputs and labels as `main` (itself excluded)."""
     if parent is None:
         return []
     if not parent.is_dir():
         raise FileNotFoundError(f"{parent}: no such folder of bundles")
-    return sorted(p for p in parent.iterdir() if (p / "manifest.json").exists())
+    folders = []
+    for folder in sorted(p for p in parent.iterdir() if (p / "manifest.json").exists()):
+        manifest = Bundle(folder, verify=False).manifest
+        if folder.resolve() == main.folder.resolve() or manifest.config.get("baseline"):
+            continue
+        if (manifest.config.get("dataset"), manifest.input.shape, manifest.labels) != \
+                (main.manifest.config.get("dataset"), main.manifest.input.shape, main.manifest.labels):
+            raise ValueError(f"{folder}: a variant for other inputs or labels than {main.folder} "
+                             f"({manifest.config.get('dataset')}, {manifest.input.shape})")
+        folders.append(folder)
+    if not folders:
+        log.warning("%s holds no AgileNN variant bundles (scripts/train_variants.sh writes them)", parent)
+    return folders
 
 
 def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:

@@ -131,3 +131,9 @@ def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_fil
             results = [agent.infer(image) for image in images]
         assert all(r.source == MIXED for r in results)
         assert [r.label for r in results] == remote.argmax(1).tolist()  # alpha 0: the remote answer alone
+
+
+def test_a_sweep_without_links_says_so(measured_file, capsys):
+    assert simulate_main(["sweep", "--measured", str(measured_file), "--device", "stm32f746-216mhz",
+                          "--links", ","]) == 2
+    assert "--links names no link" in capsys.readouterr().err

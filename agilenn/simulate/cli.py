@@ -148,7 +148,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    results, report = _simulate(args, [name.strip() for name in args.links.split(",") if name.strip()])
+    names = [name.strip() for name in args.links.split(",") if name.strip()]
+    if not names:
+        print("agilenn simulate sweep: --links names no link (comma-separated profile names)", file=sys.stderr)
+        return 2
+    results, report = _simulate(args, names)
     out: dict[str, Any] = {"device": results[0]["device"], "runs": results}
     if report:
         out["report"] = report

@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -119,6 +120,8 @@ class _Lane:
             self.chunks.append((now + self.delay_s, data))
 
     def send_due(self, now: float) -> None:
+        # a blocking send: with one small message in flight per direction, as here, it never waits
+        # long; bulk transfers would want non-blocking sinks so one direction cannot hold the other
         while self.chunks and self.chunks[0][0] <= now:
             self.sink.sendall(self.chunks.popleft()[1])
 
@@ -234,21 +237,31 @@ def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = IDLE_G
 
 @contextlib.contextmanager
 def _in_cloud(command: list[str]):
-    process = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, *command], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        with contextlib.suppress(Exception):
-            process.wait(5)
+    # stderr to a file: a pipe nobody reads would stall a chatty child once full
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, *command], stdout=subprocess.PIPE,
+                                   stderr=errors, text=True)
+        process.errors = errors
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()  # the relay runs at real-time priority: never leave it behind
+                process.wait()
 
 
-def _ready(process: subprocess.Popen, what: str) -> str:
-    line = process.stdout.readline() if process.stdout else ""
+def _ready(process: subprocess.Popen, what: str, timeout_s: float = 60.0) -> str:
+    """The child's "ready" line, or EmulationUnavailable with its errors (also when it hangs)."""
+    ready = select.select([process.stdout], [], [], timeout_s)[0] if process.stdout else []
+    line = process.stdout.readline() if ready else ""
     if not line.startswith("ready"):
         process.terminate()
-        raise EmulationUnavailable(f"{what} did not start: {process.stderr.read()[-2000:] if process.stderr else ''}")
+        process.errors.seek(0)
+        why = "did not start" if ready else f"was not ready within {timeout_s:g} s"
+        raise EmulationUnavailable(f"{what} {why}: {process.errors.read()[-2000:]}")
     return line.strip()
 
 
@@ -334,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     device = sub.add_parser("device")
     device.add_argument("--bundle", required=True)
     device.add_argument("--count", type=int, default=60)
-    device.add_argument("--gap-ms", type=float, default=50.0)
+    device.add_argument("--gap-ms", type=float, default=IDLE_GAP_S * 1000)
     args = parser.parse_args(argv)
     if args.command == "serve":
         asyncio.run(_serve(args.bundle))
