@@ -62,6 +62,7 @@ def _bundle_scheme(name: str, kind: str, bundle: Bundle, metrics: dict[str, Any]
             "accuracy": metrics["accuracy"], "payload_bytes": metrics["payload_bytes_median"],
             "payload_bytes_p99": metrics["payload_bytes_p99"], "codec": bundle.codec.codec_id,
             "levels": bundle.manifest.quantizer.levels, "offloaded_channels": bundle.manifest.split.remote_channels,
+            "fixed_centroids": not bundle.manifest.config.get("quantizer", {}).get("learn_centroids", True),
             "encode_symbols": int(np.prod(bundle.remote_shape)), "input_bytes": int(np.prod(shape)),
             "device_layers": layer_table(device, example),
             "cloud_layers": layer_table(remote, torch.zeros(1, *bundle.remote_shape, dtype=torch.uint8)),
@@ -191,6 +192,7 @@ def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
     return {"family": family, "name": scheme["name"], "accuracy": scheme["accuracy"],
             "payload_bytes": scheme["payload_bytes"], "levels": scheme["levels"],
             "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"],
+            "fixed_centroids": scheme.get("fixed_centroids", False),
             "device_macs": sum(layer["macs"] for layer in scheme["device_layers"]),
             "alternatives": scheme.get("alternatives", {})}
 

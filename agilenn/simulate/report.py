@@ -68,6 +68,11 @@ def plot_breakdown(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _bits(point: dict[str, Any]) -> str:
+    bits = str(math.ceil(math.log2(point["levels"])))
+    return bits + (", fixed centroids" if point.get("fixed_centroids") else "")
+
+
 def _frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The points no cheaper point matches in accuracy, by bytes."""
     best, out = -1.0, []
@@ -98,7 +103,7 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
             ax.scatter([a[0] for a in alt], [a[1] for a in alt], marker=marker, facecolors="none", edgecolors=colour,
                        label=f"{label}, bit-packed / zlib")
         for i, p in enumerate(points):
-            text = f"{p['offloaded_channels']}ch x {math.ceil(math.log2(p['levels']))}b"
+            text = f"{p['offloaded_channels']}ch x {_bits(p)}b"
             if p["name"] in bundled:
                 text += " (in the table)"
             twin = i > 0 and points[i - 1]["payload_bytes"] == p["payload_bytes"]  # same bytes: label on the left
@@ -238,7 +243,7 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
     for p in sorted(measured["tradeoff"], key=lambda p: (p["family"], p["payload_bytes"])):
         macs = f"{p['device_macs']:,}" if "device_macs" in p else "-"
         lines.append(f"| {p['family']} | {p['name']} | {p['offloaded_channels']} | "
-                     f"{math.ceil(math.log2(p['levels']))} | {p['codec']} | {p['payload_bytes']:.0f} | {macs} | "
+                     f"{_bits(p)} | {p['codec']} | {p['payload_bytes']:.0f} | {macs} | "
                      f"{p['accuracy'] * 100:.2f}% |")
     lines += ["", f"## Latency vs bandwidth ({runs[0]['link']}'s RTT and packets, rate swept)", "",
               "![latency vs bandwidth](latency_vs_bandwidth.png)", "",
