@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -41,11 +40,12 @@ from agilenn.datasets import Dataset, load_dataset
 from agilenn.evaluate import run_batched
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
 from partitioner.data import augment, batches, to_tensors
-from partitioner.export import RemoteModule, _export_onnx, fit_codec
+from partitioner.export import RemoteModule, _export_onnx, _run_torch, fit_codec
 from partitioner.layers import layer_table
 from partitioner.model import Normalise, feature_shape
 from partitioner.quantizer import SoftToHardQuantizer
 from partitioner.registry import build_network
+from partitioner.train import sgd_cosine, supervised_epoch
 
 log = logging.getLogger(__name__)
 
@@ -172,26 +172,16 @@ def train(config: BaselineConfig, run_dir: Path, dataset: Dataset | None = None)
     test_x, test_y = to_tensors(dataset.test, config.mean, config.std, config.test_limit)
     model = build_model(config, dataset)
     spec = config.training
-    steps = spec.epochs * math.ceil(len(train_y) / spec.batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    opt, sched = sgd_cosine(model.parameters(), spec, math.ceil(len(train_y) / spec.batch_size))
     generator = torch.Generator().manual_seed(config.seed)
     background = -config.mean / config.std
     run_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, spec.epochs + 1):
         started = time.time()
         model.train()
-        seen = correct = 0
-        for x, y in batches(train_x, train_y, spec.batch_size, generator):
-            x = augment(x, config.augment.max_shift_px, config.augment.horizontal_flip, generator, background)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(y)
-            correct += int((logits.argmax(1) == y).sum())
+        augmented = ((augment(x, config.augment.max_shift_px, config.augment.horizontal_flip, generator, background), y)
+                     for x, y in batches(train_x, train_y, spec.batch_size, generator))
+        _, correct, seen = supervised_epoch(model, augmented, opt, sched)
         model.eval()
         with torch.no_grad():
             test_correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches(test_x, test_y, 1000))
@@ -201,15 +191,6 @@ def train(config: BaselineConfig, run_dir: Path, dataset: Dataset | None = None)
             f.write(json.dumps(record) + "\n")
         log.info("%s %s", config.name, record)
     return model.eval(), dataset
-
-
-def _run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            result = module(torch.from_numpy(inputs[start:start + batch_size]))
-            outputs.append([r.numpy() for r in (result if isinstance(result, tuple) else (result,))])
-    return [np.concatenate(parts) for parts in zip(*outputs)]
 
 
 def _check(torch_out: list[np.ndarray], onnx_out: list[np.ndarray], atol: float) -> dict[str, float]:

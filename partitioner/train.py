@@ -43,9 +43,27 @@ class TrainResult:
     run_dir: Path
 
 
-def _optimiser(params, spec: Optimiser, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def sgd_cosine(params, spec: Optimiser, batches_per_epoch: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with momentum and a cosine learning rate over all of `spec`'s steps."""
     opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(spec.epochs * batches_per_epoch, 1))
+
+
+def supervised_epoch(forward, batches, optimiser, scheduler) -> tuple[float, int, int]:
+    """One epoch of plain cross-entropy over (x, y) batches: (summed loss, correct, seen)."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        logits = forward(x)
+        loss = F.cross_entropy(logits, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        seen += len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += float(loss.detach()) * len(y)
+    return loss_sum, correct, seen
 
 
 class Trainer:
@@ -209,8 +227,7 @@ class Trainer:
         return TrainResult(self.model, self.reference_extractor, self.dataset, self.run_dir)
 
     def _resume_optimiser(self, params, spec: Optimiser):
-        steps = spec.epochs * math.ceil(len(self.train_y) / spec.batch_size)
-        optimiser, scheduler = _optimiser(params, spec, steps)
+        optimiser, scheduler = sgd_cosine(params, spec, math.ceil(len(self.train_y) / spec.batch_size))
         if self.opt_state is not None:
             optimiser.load_state_dict(self.opt_state["opt"])
             scheduler.load_state_dict(self.opt_state["sched"])
@@ -225,20 +242,9 @@ class Trainer:
         optimiser, scheduler = self._resume_optimiser(params, spec)
         while self.epoch < spec.epochs:
             m.train()
-            seen = correct = 0
-            loss_sum = 0.0
             bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
                        desc=f"reference {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
-            for x, y in bar:
-                logits = m.reference_logits(x)
-                loss = F.cross_entropy(logits, y)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                scheduler.step()
-                seen += len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                loss_sum += float(loss.detach()) * len(y)
+            loss_sum, correct, seen = supervised_epoch(m.reference_logits, bar, optimiser, scheduler)
             self.epoch += 1
             self._log({"stage": "reference", "epoch": self.epoch, "train_loss": loss_sum / seen,
                        "train_accuracy": correct / seen, "test_accuracy": self.evaluate_reference()})
