@@ -48,18 +48,9 @@ def _serve(bundle_dir: str, config_json: str, conn) -> None:
 
 def _samples(bundle, count: int) -> np.ndarray:
     """Remote indices of real test inputs when the bundle's dataset is at hand, else of random images."""
-    images = None
-    name = bundle.manifest.config.get("dataset")
-    if name:
-        try:
-            from agilenn.datasets import load_dataset
+    from agilenn.datasets import sample_images
 
-            images = load_dataset(name).test.images[:count]
-        except Exception:  # noqa: BLE001 - any dataset problem: random inputs measure the same data plane
-            images = None
-    if images is None:
-        shape = tuple(bundle.manifest.input.shape)
-        images = np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)
+    images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, count)
     device = bundle.session("device")
     _, indices = device.run(None, {device.get_inputs()[0].name: bundle.prepare(images)})
     return indices

@@ -194,3 +194,14 @@ def load_dataset(name: str) -> Dataset:
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}") from None
     return loader()
+
+
+def sample_images(dataset: str | None, shape, count: int) -> np.ndarray:
+    """The first `count` test images of `dataset` when it is at hand, else random sensor values of
+    `shape`: runtime measurements need inputs of the right shape, real ones where possible."""
+    if dataset:
+        try:
+            return load_dataset(dataset).test.images[:count]
+        except Exception:  # noqa: BLE001 - any dataset problem: random inputs exercise the same path
+            pass
+    return np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)

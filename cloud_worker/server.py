@@ -32,7 +32,6 @@ from cloud_worker.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
-_OK = grpc.StatusCode.OK
 
 
 class RequestError(Exception):

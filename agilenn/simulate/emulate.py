@@ -196,11 +196,11 @@ def _relay_forever(target_port: int, delay_ms: float, up_bps: float | None, down
 
 def _device(bundle_path: str, count: int, gap_ms: float) -> list[dict[str, Any]]:
     from agilenn.bundle import Bundle
-    from agilenn.simulate.fleet import _images
+    from agilenn.datasets import sample_images
     from device_agent import DeviceAgent, DeviceConfig
 
     bundle = Bundle(bundle_path)
-    images = _images(bundle, count + 20)
+    images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, count + 20)
     out = []
     with DeviceAgent(bundle, DeviceConfig(cloud=[f"{ADDR_CLOUD}:{RELAY_PORT}"], deadline_ms=5000)) as agent:
         if not agent.wait_ready(30.0):

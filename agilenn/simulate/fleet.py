@@ -20,24 +20,15 @@ from typing import Any
 import numpy as np
 
 
-def _images(bundle, count: int = 512) -> np.ndarray:
-    dataset = bundle.manifest.config.get("dataset")
-    try:
-        from agilenn.datasets import load_dataset
-
-        return load_dataset(dataset).test.images[:count]
-    except Exception:  # no dataset here: random sensor values of the right shape
-        return np.random.default_rng(0).integers(0, 256, (count, *bundle.manifest.input.shape)).astype(np.uint8)
-
-
 def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
               deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
               connect_timeout_s: float = 10.0) -> dict[str, Any]:
     from agilenn.bundle import Bundle
+    from agilenn.datasets import sample_images
     from device_agent import DeviceAgent, DeviceConfig
 
     bundle = Bundle(bundle_path)
-    images = _images(bundle)
+    images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, 512)
     config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence)
     agents = [DeviceAgent(bundle, config) for _ in range(devices)]
     try:
