@@ -26,6 +26,7 @@ import torch
 from agilenn.bundle import Bundle
 from agilenn.datasets import Dataset, load_dataset
 from agilenn.evaluate import evaluate_bundle
+from agilenn.simulate.compare import SCHEMA
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
 from partitioner.export import DeviceModule, RemoteModule
@@ -34,7 +35,6 @@ from partitioner.splits import export_cut, load_reference, measure_cuts
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "agilenn-simdata-v1"
 GRPC_FRAMING_BYTES = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header
 
 

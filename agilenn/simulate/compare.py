@@ -91,6 +91,17 @@ def _result(scheme: dict[str, Any], work: Workload, device: DeviceProfile, link:
                         mem.sram_bytes, mem.flash_bytes, mem.fits, note)
 
 
+def _measured_cut(measured: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in measured["cuts"] if c["name"] == name)
+
+
+def _split_result(cut: dict[str, Any], work: Workload, device: DeviceProfile, link: LinkProfile,
+                  cloud: DeviceProfile, note: str) -> SchemeResult:
+    """The layer-split scheme at the measured cut `cut`."""
+    scheme = {"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]}
+    return _result(scheme, work, device, link, cloud, note)
+
+
 def split_cuts(measured: dict[str, Any], framing: str = "grpc") -> list[Cut]:
     """The interior cuts of the reference network (neither the raw input nor the logits)."""
     protocol = measured["protocol"]
@@ -114,11 +125,10 @@ def evaluate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile,
         results.append(SchemeResult("layer-split", "layer-split", float("nan"), Workload("layer-split"),
                                     Latency(0, 0, 0, 0, 0), float("nan"), 0, 0, False, str(exc)))
     if choice is not None:
-        cut = next(c for c in measured["cuts"] if c["name"] == choice.cut.name)
-        scheme = {"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]}
-        results.append(_result(scheme, choice.cut.workload, device, link, cloud,
-                               f"best cut for this device and link: after '{cut['name']}', "
-                               f"{cut['codec']}-coded 8-bit activation {cut['activation_shape']}"))
+        cut = _measured_cut(measured, choice.cut.name)
+        results.append(_split_result(cut, choice.cut.workload, device, link, cloud,
+                                     f"best cut for this device and link: after '{cut['name']}', "
+                                     f"{cut['codec']}-coded 8-bit activation {cut['activation_shape']}"))
     order = {"agilenn": 0, "local-only": 1, "full-offload": 2, "layer-split": 3, "deepcod": 4}
     results.sort(key=lambda r: (order.get(r.kind, 9), r.workload.device_macs))
     return results
@@ -188,7 +198,7 @@ def summary(measured: dict[str, Any], results: list[SchemeResult], device: Devic
                 update={"dense_macs_per_s": None})})
             agile_single = latency(agile.workload, single, link, cloud).total_ms
             out["speedup_vs_local_only_single_rate"] = latency(local.workload, single, link, cloud).total_ms / agile_single
-    for name in ("full-offload", "layer-split", "deepcod"):
+    for name in OFFLOADING_BASELINES:
         if name in named and named[name].workload.payload_bytes:
             key = name.replace("-", "_")
             out[f"bytes_ratio_vs_{key}"] = named[name].workload.payload_bytes / agile.workload.payload_bytes
@@ -224,9 +234,8 @@ def recommend(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile
     rows = []
     for r in results:
         if r.kind == "layer-split" and floor_choice is not None and r.accuracy < min_accuracy:
-            cut = next(c for c in measured["cuts"] if c["name"] == floor_choice.cut.name)
-            r = _result({"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]},
-                        floor_choice.cut.workload, device, link, cloud, f"cut after '{cut['name']}'")
+            cut = _measured_cut(measured, floor_choice.cut.name)
+            r = _split_result(cut, floor_choice.cut.workload, device, link, cloud, f"cut after '{cut['name']}'")
         reasons = []
         if math.isnan(r.accuracy) or r.accuracy < min_accuracy:
             reasons.append(f"accuracy {r.accuracy:.4f} < {min_accuracy}")
