@@ -22,6 +22,7 @@ data:
 	bash scripts/ensure_dataset.sh
 
 test: $(STAMP) data
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-slow: $(STAMP) data

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agilenn.codec import Codec, codec_from_manifest
+from agilenn.onnx_sessions import create_session
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -128,7 +129,7 @@ class Bundle:
                 )
         self.codec: Codec = codec_from_manifest(self.manifest.codec)
         self.centroids = np.asarray(self.manifest.quantizer.centroids, dtype=np.float32)
-        self._sessions: dict[str, Any] = {}
+        self._sessions: dict[tuple[str, int], Any] = {}
 
     @property
     def bundle_hash(self) -> str:
@@ -143,20 +144,13 @@ class Bundle:
         return role in self.manifest.files
 
     def session(self, role: str, threads: int = 1):
-        """An ONNX Runtime session for `device`, `remote` or `reference`."""
-        if role not in self._sessions:
+        """An ONNX Runtime session for `device`, `remote` or `reference`, one per role and thread count."""
+        key = (role, threads)
+        if key not in self._sessions:
             if not self.has(role):
                 raise BundleError(f"{self.folder} has no {role} model")
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            self._sessions[role] = ort.InferenceSession(
-                str(self.folder / self.manifest.files[role]), options, providers=["CPUExecutionProvider"]
-            )
-        return self._sessions[role]
+            self._sessions[key] = create_session(self.folder / self.manifest.files[role], threads)
+        return self._sessions[key]
 
     def mix(self, local_logits: np.ndarray, remote_logits: np.ndarray) -> np.ndarray:
         alpha = self.manifest.mixing.alpha_local

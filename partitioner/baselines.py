@@ -21,9 +21,7 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -35,15 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
-                            SplitSpec, write_manifest)
+                            SplitSpec)
 from agilenn.datasets import Dataset, load_dataset
-from agilenn.evaluate import run_batched
+from agilenn.predict import run_batched
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
 from partitioner.data import augment, batches, to_tensors
-from partitioner.export import RemoteModule, _export_onnx, _run_torch, fit_codec
+from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
+from partitioner.export import RemoteModule
 from partitioner.layers import layer_table
 from partitioner.model import Normalise, feature_shape
-from partitioner.quantizer import SoftToHardQuantizer
+from partitioner.quantizer import SoftToHardQuantizer, nearest_centroid
 from partitioner.registry import build_network
 from partitioner.train import sgd_cosine, supervised_epoch
 
@@ -141,10 +140,9 @@ class DeepCodDevice(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.extractor(self.normalise(image))
-        indices = (features.unsqueeze(-1) - self.centroids).square().argmin(dim=-1)
         # zeros shaped (N, classes) that stay dynamic in the batch dimension
         local = features.flatten(1)[:, :1].mul(0.0).expand(-1, self.num_classes)
-        return local, indices.to(torch.uint8)
+        return local, nearest_centroid(features, self.centroids).to(torch.uint8)
 
 
 class LocalModule(nn.Module):
@@ -203,64 +201,46 @@ def _check(torch_out: list[np.ndarray], onnx_out: list[np.ndarray], atol: float)
     return report
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def export_local_only(model: nn.Module, config: BaselineConfig, dataset: Dataset, out: Path) -> dict[str, Any]:
     """model.onnx (raw image -> logits) + baseline.json with accuracy and the device layer table."""
     module = LocalModule(model, config).eval()
     example = torch.zeros(2, *dataset.input_shape)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-    try:
-        _export_onnx(module, example, staging / LOCAL_MODEL, "image", ["logits"])
+    with BundleWriter(out) as writer:
+        writer.export_onnx(LOCAL_MODEL, module, example, "image", ["logits"])
         test = dataset.test.head(config.test_limit)
         images = test.images.astype(np.float32)
-        session = _session(staging / LOCAL_MODEL)
-        (logits,) = run_batched(session, images)
-        verification = _check(_run_torch(module, images[:1000]), [logits[:1000]], config.logits_atol)
+        (logits,) = run_batched(writer.session(LOCAL_MODEL), images)
+        verification = _check(run_torch(module, images[:1000]), [logits[:1000]], config.logits_atol)
         info = {"name": config.name, "kind": config.kind, "files": {"model": LOCAL_MODEL},
                 "input_shape": list(dataset.input_shape), "labels": list(dataset.labels),
                 "accuracy": float((logits.argmax(1) == test.labels).mean()), "samples": len(test),
                 "device_layers": layer_table(module, example), "verification": verification,
                 "config": config.model_dump(mode="json")}
         info["device_macs"] = sum(row["macs"] for row in info["device_layers"])
-        (staging / BASELINE_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (writer.folder / BASELINE_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info
 
 
 def export_deepcod(net: DeepCodNet, config: BaselineConfig, dataset: Dataset, out: Path) -> Bundle:
-    """A regular bundle with no local channels (alpha 0), measured with `agilenn.evaluate`."""
-    from agilenn.evaluate import evaluate_bundle
-
+    """A regular bundle with no local channels (alpha 0), measured as every bundle is."""
     device = DeepCodDevice(net, config, dataset.num_classes).eval()
     remote = RemoteModule(net).eval()
     channels, height, width = net.feature_shape
     example = torch.zeros(2, *dataset.input_shape)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-    try:
-        _export_onnx(device, example, staging / DEVICE_MODEL, "image", ["local_logits", "remote_indices"])
-        _export_onnx(remote, torch.zeros(2, channels, height, width, dtype=torch.uint8), staging / REMOTE_MODEL,
-                     "remote_indices", ["remote_logits"])
+    with BundleWriter(out) as writer:
+        writer.export_onnx(DEVICE_MODEL, device, example, "image", ["local_logits", "remote_indices"])
+        writer.export_onnx(REMOTE_MODEL, remote, torch.zeros(2, channels, height, width, dtype=torch.uint8),
+                           "remote_indices", ["remote_logits"])
         test = dataset.test.head(config.test_limit)
         images = test.images[:1000].astype(np.float32)
-        t_local, t_idx = _run_torch(device, images)
-        o_local, o_idx = run_batched(_session(staging / DEVICE_MODEL), images)
+        t_local, t_idx = run_torch(device, images)
+        o_local, o_idx = run_batched(writer.session(DEVICE_MODEL), images)
         verification = _check([t_local, t_idx], [o_local, o_idx], config.logits_atol)
         verification.update({"max_abs_diff_remote_logits": _check(
-            _run_torch(remote, t_idx), run_batched(_session(staging / REMOTE_MODEL), t_idx), config.logits_atol
+            run_torch(remote, t_idx), run_batched(writer.session(REMOTE_MODEL), t_idx), config.logits_atol
         )["max_abs_diff_logits"]})
         train_images = dataset.train.head(config.train_limit).images.astype(np.float32)
-        (_, train_idx) = _run_torch(device, train_images)
+        (_, train_idx) = run_torch(device, train_images)
         levels = net.quantizer.levels
         manifest = Manifest(
             name=config.name,
@@ -275,22 +255,8 @@ def export_deepcod(net: DeepCodNet, config: BaselineConfig, dataset: Dataset, ou
             config={**config.model_dump(mode="json"), "baseline": "deepcod"},
             metrics={"verification": verification},
         )
-        manifest = write_manifest(staging, manifest)
-        metrics = evaluate_bundle(Bundle(staging), test, skewness=False)
-        metrics.pop("bundle")
-        write_manifest(staging, manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}}))
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        writer.write_manifest(manifest, test)
     return Bundle(out)
-
-
-def _replace(staging: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    staging.chmod(0o755)
-    staging.replace(out)
 
 
 def train_and_export(config: BaselineConfig, out: Path, run_dir: Path, dataset: Dataset | None = None) -> dict[str, Any]:

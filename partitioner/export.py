@@ -10,9 +10,6 @@ into place only once it has passed.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +17,20 @@ import torch
 from torch import nn
 
 from agilenn.bundle import (DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec,
-                            QuantizerSpec, SplitSpec, write_manifest)
-from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
+                            QuantizerSpec, SplitSpec)
 from agilenn.datasets import Dataset
-from agilenn.evaluate import evaluate_bundle, run_batched
+from agilenn.onnx_sessions import create_session
+from agilenn.predict import run_batched
+from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
 from partitioner.config import PartitionConfig
 from partitioner.layers import count_macs
+from partitioner.analysis import measure_skewness
 from partitioner.model import AgileNN, Normalise
+from partitioner.quantizer import nearest_centroid
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "partitioner.pt"
-ONNX_OPSET = 18
 
 
 class ExportVerificationError(RuntimeError):
@@ -53,8 +52,7 @@ class DeviceModule(nn.Module):
         features = self.extractor(self.normalise(image))
         local_logits = self.local(features[:, : self.k])
         remote = features[:, self.k:]
-        indices = (remote.unsqueeze(-1) - self.centroids).square().argmin(dim=-1)
-        return local_logits, indices.to(torch.uint8)
+        return local_logits, nearest_centroid(remote, self.centroids).to(torch.uint8)
 
 
 class RemoteModule(nn.Module):
@@ -83,50 +81,19 @@ class ReferenceModule(nn.Module):
         return self.head(self.extractor(self.normalise(image)))
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
-    module.eval()
-    # The exporter warns about every torchvision operator it cannot register; agilenn uses none.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings():
-        # torch's exporter calls a pytree API that torch itself has deprecated
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[input_name], output_names=output_names,
-            dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET, verbose=False,
-        )
-    program.save(str(path), external_data=False)
-
-
-def _run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) -> list[np.ndarray]:
-    module.eval()
-    outputs: list[list[np.ndarray]] = []
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            result = module(torch.from_numpy(inputs[start:start + batch_size]))
-            result = result if isinstance(result, tuple) else (result,)
-            outputs.append([r.numpy() for r in result])
-    return [np.concatenate(parts) for parts in zip(*outputs)]
-
-
 def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: ReferenceModule | None,
            alpha: float, images: np.ndarray, config: PartitionConfig) -> dict[str, float]:
     """Compare ONNX Runtime with PyTorch on `images`; raise ExportVerificationError on disagreement."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-
     def session(name: str):
-        return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+        return create_session(folder / name)
 
     tol = config.export
-    t_local, t_indices = _run_torch(device, images)
+    t_local, t_indices = run_torch(device, images)
     o_local, o_indices = run_batched(session(DEVICE_MODEL), images)
     local_diff = float(np.abs(t_local - o_local).max())
     index_mismatch = float((t_indices != o_indices).mean())
     # The remote model is compared on the same indices, so its tolerance is not blurred by ties.
-    (t_remote,) = _run_torch(remote, t_indices)
+    (t_remote,) = run_torch(remote, t_indices)
     (o_remote_same,) = run_batched(session(REMOTE_MODEL), t_indices)
     (o_remote,) = run_batched(session(REMOTE_MODEL), o_indices)
     remote_diff = float(np.abs(t_remote - o_remote_same).max())
@@ -137,7 +104,7 @@ def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: 
               "max_abs_diff_remote_logits": remote_diff, "index_mismatch_share": index_mismatch,
               "prediction_mismatches": prediction_mismatches}
     if reference is not None:
-        (t_ref,) = _run_torch(reference, images)
+        (t_ref,) = run_torch(reference, images)
         (o_ref,) = run_batched(session(REFERENCE_MODEL), images)
         report["max_abs_diff_reference_logits"] = float(np.abs(t_ref - o_ref).max())
         report["reference_prediction_mismatches"] = int((t_ref.argmax(1) != o_ref.argmax(1)).sum())
@@ -159,8 +126,6 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
                   out: str | Path, overwrite: bool = False) -> Bundle:
     """Write, verify and measure a bundle at `out`; returns it loaded."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     model.eval()
     device, remote = DeviceModule(model, config).eval(), RemoteModule(model).eval()
     reference = ReferenceModule(reference_extractor, model.evaluator, config).eval()
@@ -169,27 +134,25 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
     k = model.local_channels
     example = torch.zeros(2, *input_shape)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-    try:
-        _export_onnx(device, example, staging / DEVICE_MODEL, "image", ["local_logits", "remote_indices"])
-        _export_onnx(remote, torch.zeros(2, channels - k, height, width, dtype=torch.uint8), staging / REMOTE_MODEL,
-                     "remote_indices", ["remote_logits"])
-        _export_onnx(reference, example, staging / REFERENCE_MODEL, "image", ["reference_logits"])
+    with BundleWriter(out, overwrite) as writer:
+        writer.export_onnx(DEVICE_MODEL, device, example, "image", ["local_logits", "remote_indices"])
+        writer.export_onnx(REMOTE_MODEL, remote, torch.zeros(2, channels - k, height, width, dtype=torch.uint8),
+                           "remote_indices", ["remote_logits"])
+        writer.export_onnx(REFERENCE_MODEL, reference, example, "image", ["reference_logits"])
 
-        test_images = dataset.test.head(config.test_limit).images
-        verification = verify(staging, device, remote, reference, model.alpha().item(),
-                              test_images[: config.export.verify_samples].astype(np.float32), config)
+        test = dataset.test.head(config.test_limit)
+        verification = verify(writer.folder, device, remote, reference, model.alpha().item(),
+                              test.images[: config.export.verify_samples].astype(np.float32), config)
         log.info("export verified: %s", verification)
 
         train_images = dataset.train.head(config.train_limit).images.astype(np.float32)
-        (_, train_indices) = _run_torch(device, train_images)
+        (_, train_indices) = run_torch(device, train_images)
         codec_entry = fit_codec(config.export.codec, train_indices, model.quantizer.levels)
 
         torch.save({"config": config.model_dump(mode="json"), "model": model.state_dict(),
                     "reference_extractor": reference_extractor.state_dict(),
                     "input_shape": list(input_shape), "num_classes": dataset.num_classes},
-                   staging / CHECKPOINT_FILE)
+                   writer.folder / CHECKPOINT_FILE)
         manifest = Manifest(
             name=config.name,
             input=InputSpec(shape=input_shape, dtype="float32", mean=config.mean, std=config.std),
@@ -205,25 +168,6 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
             config=config.model_dump(mode="json"),
             metrics={"verification": verification},
         )
-        manifest = write_manifest(staging, manifest)
-        metrics = evaluate_bundle(Bundle(staging), dataset.test.head(config.test_limit))
-        metrics.pop("bundle")
-        manifest = write_manifest(staging, manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}}))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.chmod(0o755)  # mkdtemp made it private
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        writer.write_manifest(manifest, test,
+                              measure=lambda folder: measure_skewness(folder / CHECKPOINT_FILE, test))
     return Bundle(out)
-
-
-def fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict:
-    """The manifest entry of a codec for indices shaped (N, C, H, W)."""
-    shape = tuple(train_indices.shape[1:])
-    if codec_id == RangeCodec.codec_id:
-        return RangeCodec.fit(train_indices, levels).to_manifest()
-    if codec_id == ZlibCodec.codec_id:
-        return ZlibCodec(shape, levels).to_manifest()
-    return BitPackCodec(shape, levels).to_manifest()

@@ -8,6 +8,11 @@ from torch import nn
 FEATURE_RANGE = 6.0  # ReLU6 features; centroids = 6*sigmoid(w) stay in that range
 
 
+def nearest_centroid(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of `centroids` for every value of `features` (the hard quantizer)."""
+    return (features.unsqueeze(-1) - centroids).square().argmin(dim=-1)
+
+
 class SoftToHardQuantizer(nn.Module):
     def __init__(self, levels: int, softness: float = 1.0, init_centroids: list[float] | None = None) -> None:
         super().__init__()
@@ -28,7 +33,7 @@ class SoftToHardQuantizer(nn.Module):
 
     def indices(self, features: torch.Tensor) -> torch.Tensor:
         """Index of the nearest centroid of every feature value."""
-        return (features.unsqueeze(-1) - self.centroids()).square().argmin(dim=-1)
+        return nearest_centroid(features, self.centroids())
 
     def dequantize(self, indices: torch.Tensor) -> torch.Tensor:
         return self.centroids()[indices.long()]

@@ -25,8 +25,9 @@ import torch
 
 from agilenn.bundle import Bundle
 from agilenn.datasets import Dataset, load_dataset
-from agilenn.evaluate import evaluate_bundle
-from agilenn.simulate.compare import SCHEMA
+from agilenn.onnx_sessions import create_session
+from agilenn.predict import evaluate_bundle
+from simulation.compare import SCHEMA
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
 from partitioner.export import DeviceModule, RemoteModule
@@ -73,7 +74,7 @@ def _bundle_scheme(name: str, kind: str, bundle: Bundle, metrics: dict[str, Any]
 def measure_agilenn(folder: Path, split, name: str = "agilenn") -> dict[str, Any]:
     bundle = Bundle(folder)
     model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
-    metrics = evaluate_bundle(bundle, split, skewness=False)
+    metrics = evaluate_bundle(bundle, split)
     scheme = _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
                             RemoteModule(model).eval())
     scheme.update(accuracy_local_only=metrics["accuracy_local_only"], alpha_local=metrics["alpha_local"],
@@ -86,7 +87,7 @@ def measure_deepcod(folder: Path, split) -> dict[str, Any]:
     from partitioner.export import RemoteModule
 
     bundle = Bundle(folder)
-    metrics = evaluate_bundle(bundle, split, skewness=False)
+    metrics = evaluate_bundle(bundle, split)
     # the layer table comes from the ONNX-free torch twin of the exported shapes
     config = BaselineConfig.model_validate({k: v for k, v in bundle.manifest.config.items() if k != "baseline"})
     net = DeepCodNet(config, tuple(bundle.manifest.input.shape), len(bundle.manifest.labels))
@@ -96,10 +97,8 @@ def measure_deepcod(folder: Path, split) -> dict[str, Any]:
 
 
 def measure_local(folder: Path, split) -> dict[str, Any]:
-    import onnxruntime as ort
-
     info = json.loads((folder / BASELINE_FILE).read_text())
-    session = ort.InferenceSession(str(folder / info["files"]["model"]), providers=["CPUExecutionProvider"])
+    session = create_session(folder / info["files"]["model"])
     images = split.images.astype(np.float32)
     logits = np.concatenate([session.run(None, {"image": images[s:s + 1000]})[0] for s in range(0, len(images), 1000)])
     return {"name": info["name"], "kind": "local-only", "bundle": str(folder),
@@ -181,9 +180,9 @@ def _variant_folders(parent: Path | None, main: Bundle) -> list[Path]:
 
 def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
     """The cut the simulator chooses for the paper's main setting (exported as a bundle)."""
-    from agilenn.simulate.compare import split_cuts
-    from agilenn.simulate.cuts import choose_cut
-    from agilenn.simulate.profiles import load_device, load_link
+    from simulation.compare import split_cuts
+    from simulation.cuts import choose_cut
+    from simulation.profiles import load_device, load_link
 
     return choose_cut(split_cuts(data), load_device(device), load_link(link), load_device("host")).cut.name
 

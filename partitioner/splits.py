@@ -4,7 +4,7 @@ For every candidate cut (the raw input, then the output of each conv block, then
 measures what the device would run (per-layer table), what the cloud would run, the bytes of the
 cut activation quantized to 8 bits and losslessly coded with the shared codec library (zlib-v1
 and a fitted range-v1; the smaller is kept), and the test accuracy with that quantization. The
-cut itself is chosen per device and link by `agilenn.simulate.cuts`.
+cut itself is chosen per device and link by `simulation.cuts`.
 
 A cut can be exported as a regular bundle (device half -> uint8 indices, alpha 0), so full
 offload and a layer split are served by the same device agent and cloud worker as AgileNN.
@@ -13,8 +13,6 @@ offload and a layer split are served by the same device agent and cloud worker a
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +23,11 @@ import torch
 from torch import nn
 
 from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
-                            SplitSpec, write_manifest)
+                            SplitSpec)
 from agilenn.codec import RangeCodec, ZlibCodec
 from agilenn.datasets import Dataset
 from partitioner.config import PartitionConfig
-from partitioner.export import _export_onnx
+from partitioner.bundle_writer import BundleWriter
 from partitioner.layers import layer_table
 from partitioner.model import AgileNN, Normalise
 
@@ -172,8 +170,6 @@ def measure_cuts(ref: Reference, dataset: Dataset, train_samples: int = 2000, te
 def export_cut(ref: Reference, cut_name: str, dataset: Dataset, out: str | Path, codec: str,
                train_samples: int = 5000) -> Bundle:
     """Write the split at `cut_name` as a bundle (k = 0, alpha 0); `input` is full offload."""
-    from agilenn.evaluate import evaluate_bundle
-
     cut = dict(ref.cut_points)[cut_name]
     if cut == len(ref.modules):
         raise ValueError("the 'logits' cut offloads nothing; it is the local-only reference model")
@@ -190,12 +186,10 @@ def export_cut(ref: Reference, cut_name: str, dataset: Dataset, out: str | Path,
         raise ValueError(f"cut {cut_name} gives a {len(shape)}-d activation; bundles carry (C, H, W) features")
     codec_entry = (RangeCodec.fit(train_idx, LEVELS).to_manifest() if codec == "range-v1"
                    else ZlibCodec(shape, LEVELS).to_manifest())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-    try:
-        _export_onnx(device, example, staging / DEVICE_MODEL, "image", ["local_logits", "remote_indices"])
-        _export_onnx(suffix.eval(), torch.zeros(2, *shape, dtype=torch.uint8), staging / REMOTE_MODEL,
-                     "remote_indices", ["remote_logits"])
+    with BundleWriter(out) as writer:
+        writer.export_onnx(DEVICE_MODEL, device, example, "image", ["local_logits", "remote_indices"])
+        writer.export_onnx(REMOTE_MODEL, suffix.eval(), torch.zeros(2, *shape, dtype=torch.uint8),
+                           "remote_indices", ["remote_logits"])
         manifest = Manifest(
             name=f"split-{cut_name}",
             input=InputSpec(shape=ref.input_shape, dtype="float32", mean=ref.config.mean, std=ref.config.std),
@@ -208,15 +202,5 @@ def export_cut(ref: Reference, cut_name: str, dataset: Dataset, out: str | Path,
             config={"baseline": "full-offload" if cut == 0 else "layer-split", "cut": cut_name,
                     "reference_config": ref.config.name},
         )
-        manifest = write_manifest(staging, manifest)
-        metrics = evaluate_bundle(Bundle(staging), dataset.test, skewness=False)
-        metrics.pop("bundle")
-        write_manifest(staging, manifest.model_copy(update={"metrics": metrics}))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.chmod(0o755)
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        writer.write_manifest(manifest, dataset.test)
     return Bundle(out)

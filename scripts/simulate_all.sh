@@ -22,7 +22,7 @@ VARIANTS=()
 # real-time priority where allowed: other tasks on the machine then disturb the timings less
 RT=()
 [[ $(id -u) == 0 ]] && RT=(chrt -f 50)
-${RT[@]+"${RT[@]}"} "$AGILENN" simulate calibrate --write agilenn/simulate/profiles/devices/host.yaml > /dev/null
+${RT[@]+"${RT[@]}"} "$AGILENN" simulate calibrate --write simulation/profiles/devices/host.yaml > /dev/null
 mkdir -p reports
 for link in wifi-6mbps ble-270kbps; do
   "$AGILENN" simulate --device stm32f746-216mhz --link "$link" --json > "reports/simulate-stm32f746-216mhz-$link.json"

@@ -9,6 +9,6 @@ for config in "${@:-configs/variants/*.yaml}"; do
     name=$(basename "$file" .yaml)
     [ -f "bundles/variants/$name/manifest.json" ] && { echo "== $name: exported already"; continue; }
     echo "== $name $(date +%T)"
-    "$PY" -m agilenn.cli partition --config "$file" --out "bundles/variants/$name" --overwrite --quiet
+    "$PY" -m commands.cli partition --config "$file" --out "bundles/variants/$name" --overwrite --quiet
   done
 done

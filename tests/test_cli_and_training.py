@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import yaml
 
-from agilenn import cli
+from commands import cli
 from partitioner.testing import synthetic_dataset, tiny_config
 from partitioner.train import CHECKPOINT, Trainer
 

@@ -7,7 +7,7 @@ import pytest
 
 from agilenn.bundle import Bundle
 from agilenn.datasets import load_dataset
-from agilenn.evaluate import evaluate_bundle
+from agilenn.predict import evaluate_bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "fashion-mnist"
 
@@ -19,7 +19,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def measured(bundle):
-    return evaluate_bundle(bundle, load_dataset("fashion-mnist").test, skewness=False)
+    return evaluate_bundle(bundle, load_dataset("fashion-mnist").test)
 
 
 def test_evaluation_reproduces_the_export_metrics(bundle, measured):

@@ -100,7 +100,7 @@ def test_a_killed_worker_costs_no_input_and_offloading_resumes(service, tiny_bun
 
 
 def test_demo_runs_end_to_end_on_the_shared_ray(local_ray, tiny_bundle):
-    from agilenn.demo import format_table, run_demo
+    from commands.demo import format_table, run_demo
     from partitioner.testing import synthetic_dataset
 
     split = synthetic_dataset().test

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agilenn.simulate.cuts import Cut, NoEligibleCut, choose_cut
-from agilenn.simulate.model import Layer, Workload
+from simulation.cuts import Cut, NoEligibleCut, choose_cut
+from simulation.model import Layer, Workload
 from tests.test_sim_model import device, link
 
 # A 4-layer network; every layer has a long inner product, so it runs at the dense rate, 10 M MAC/s

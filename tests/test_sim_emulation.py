@@ -25,8 +25,8 @@ def measured(tiny_bundle):
 
 
 def test_emulated_links_delay_and_shape_like_the_profiles(tiny_bundle, measured):
-    from agilenn.simulate.emulate import compare_link, emulate_link
-    from agilenn.simulate.profiles import load_device, load_link
+    from simulation.emulate import compare_link, emulate_link
+    from simulation.profiles import load_device, load_link
 
     cloud = load_device("host")
     rows = {}

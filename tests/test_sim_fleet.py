@@ -4,7 +4,7 @@ import json
 
 from cloud_worker.testing import ServerThread
 
-from agilenn.simulate.cli import main as simulate_main
+from simulation.cli import main as simulate_main
 
 
 def test_fleet_reports_percentiles_throughput_and_local_share(tiny_bundle, tmp_path, capsys):

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from agilenn.simulate.model import Layer, Workload, compute_ms, energy_mj, latency, memory, packets, transfer_ms
-from agilenn.simulate.profiles import DeviceProfile, LinkProfile
+from simulation.model import Layer, Workload, compute_ms, energy_mj, latency, memory, packets, transfer_ms
+from simulation.profiles import DeviceProfile, LinkProfile
 
 
 def device(**compute) -> DeviceProfile:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agilenn.simulate.profiles import ProfileError, available, load_device, load_link
+from simulation.profiles import ProfileError, available, load_device, load_link
 
 REQUIRED_DEVICES = {"stm32f746-216mhz", "stm32f746-64mhz", "host", "rpi-zero-2w", "esp32-s3"}
 REQUIRED_LINKS = {"ble-270kbps", "wifi-2mbps", "wifi-6mbps", "lte"}
@@ -69,7 +69,7 @@ def test_the_simulator_imports_neither_torch_nor_the_runtime():
     import subprocess
     import sys
 
-    code = ("import sys, agilenn.simulate.cli, agilenn.simulate.report, agilenn.simulate.compare; "
+    code = ("import sys, simulation.cli, simulation.report, simulation.compare; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'onnxruntime', 'grpc', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

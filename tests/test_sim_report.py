@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from agilenn.simulate import compare
-from agilenn.simulate.cli import main as simulate_main
-from agilenn.simulate.profiles import load_device, load_link
+from simulation import compare
+from simulation.cli import main as simulate_main
+from simulation.profiles import load_device, load_link
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agilenn.simulate import compare
-from agilenn.simulate.profiles import DeviceProfile, load_link
+from simulation import compare
+from simulation.profiles import DeviceProfile, load_link
 
 PARTS = ("device_ms", "encode_ms", "network_ms", "cloud_ms", "return_ms")
 PART_LABELS = ("device compute", "encoding", "network (up)", "cloud", "return (down)")
@@ -228,7 +228,7 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
     lines = [f"# agilenn simulate: {measured['dataset']} on {device.name} over {links}", "",
              f"Accuracy and bytes are measured with the exported models on {measured['samples']} test samples "
              f"(`{measured.get('command', 'partitioner.simdata')}`, {measured.get('created', '')}); latency, energy "
-             f"and memory are modelled (`agilenn.simulate.model`) from the profiles listed at the end. Cloud: "
+             f"and memory are modelled (`simulation.model`) from the profiles listed at the end. Cloud: "
              f"{cloud.name}; framing: {framing} "
              + ("(the runtime's gRPC messages around each payload)." if framing == "grpc" else "(payload bytes only)."),
              "",

@@ -25,13 +25,9 @@ DENSE_INNER_MIN = 16
 
 
 def _time_session(path: Path, feed: np.ndarray, repeats: int) -> float:
-    import onnxruntime as ort
+    from agilenn.onnx_sessions import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = create_session(path, threads=1)
     name = session.get_inputs()[0].name
     for _ in range(20):
         session.run(None, {name: feed})
@@ -116,7 +112,7 @@ def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 2
         return None
     if not (folder / "manifest.json").exists():
         return None
-    worker = subprocess.Popen([sys.executable, "-m", "agilenn.simulate.emulate", "serve", "--bundle", str(folder)],
+    worker = subprocess.Popen([sys.executable, "-m", "simulation.emulate", "serve", "--bundle", str(folder)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = worker.stdout.readline().split() if worker.stdout else []

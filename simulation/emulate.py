@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from agilenn.simulate.calibrate import IDLE_GAP_S
+from simulation.calibrate import IDLE_GAP_S
 
 NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
 VETH_CLOUD, VETH_DEVICE = "agsim-c", "agsim-d"
@@ -220,7 +220,7 @@ def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = IDLE_G
     """Per-inference timings over the emulated link. `pace`: the relay also serializes bytes at the
     link rate, since a token bucket lets an isolated packet smaller than its burst through at once."""
     pacing = ["--pace-up-bps", str(link.uplink_bps), "--pace-down-bps", str(link.down_bps)] if pace else []
-    module = [sys.executable, "-m", "agilenn.simulate.emulate"]
+    module = [sys.executable, "-m", "simulation.emulate"]
     with namespaces(link.uplink_bps, link.down_bps), contextlib.ExitStack() as stack:
         worker = stack.enter_context(_in_cloud([*module, "serve", "--bundle", bundle_path]))
         port = _ready(worker, "the worker").split()[1]
@@ -267,8 +267,8 @@ def _ready(process: subprocess.Popen, what: str, timeout_s: float = 60.0) -> str
 
 def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, cloud) -> dict[str, Any]:
     """Modelled vs measured, for the AgileNN scheme over the emulated link."""
-    from agilenn.simulate import compare
-    from agilenn.simulate.model import latency
+    from simulation import compare
+    from simulation.model import latency
 
     emulated = link.model_copy(update={"mtu_bytes": VETH_MTU + 14, "packet_overhead_bytes": VETH_HEADER_BYTES,
                                        "loss": 0.0, "name": f"{link.name} (emulated framing)"})
@@ -303,7 +303,7 @@ def run(bundle_path: str, measured: dict[str, Any], link_names: list[str], cloud
     End to end, the model's cloud part comes from the host profile (`total_error`) or from the zero
     link's round trip in the same run (`total_error_same_run_cloud`, which checks the link model
     alone: an idle virtual machine's round trip drifts by a millisecond within an hour)."""
-    from agilenn.simulate.profiles import load_device, load_link
+    from simulation.profiles import load_device, load_link
 
     check_available()
     cloud = load_device(cloud_name)
@@ -335,7 +335,7 @@ def run(bundle_path: str, measured: dict[str, Any], link_names: list[str], cloud
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agilenn.simulate.emulate")
+    parser = argparse.ArgumentParser(prog="python -m simulation.emulate")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve")
     serve.add_argument("--bundle", required=True)

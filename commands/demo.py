@@ -23,7 +23,7 @@ DEFAULT_BUNDLE = "bundles/fashion-mnist"
 
 def offline_predictions(bundle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mixed and local-only predictions computed in batches without the network, as `agilenn evaluate` does."""
-    from agilenn.evaluate import predict
+    from agilenn.predict import predict
 
     out = predict(bundle, images)
     return out.mixed_logits.argmax(1), out.local_logits.argmax(1)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from agilenn.bundle import Bundle
-    from agilenn.evaluate import evaluation_split
+    from agilenn.predict import evaluation_split
 
     dataset_name, split = evaluation_split(Bundle(args.bundle), args.dataset, args.limit)
     report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,

@@ -12,12 +12,12 @@ import sys
 # subcommand -> (module, extra that provides its dependencies, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "partition": ("partitioner.cli", "train", "train a split and export a bundle"),
-    "evaluate": ("agilenn.evaluate", "device", "measure a bundle on a dataset's test split"),
+    "evaluate": ("commands.evaluate", "device", "measure a bundle on a dataset's test split"),
     "cloud": ("cloud_worker.cli", "cloud", "serve a bundle's remote part on Ray-managed workers"),
     "device": ("device_agent.cli", "device", "run the device agent over a source of inputs"),
-    "demo": ("agilenn.demo", "cloud", "run the whole system on the embedded default"),
-    "bench": ("agilenn.bench", "cloud", "measure the cloud data plane"),
-    "simulate": ("agilenn.simulate.cli", "device", "model every scheme's latency, energy and memory on weak devices and links"),
+    "demo": ("commands.demo", "cloud", "run the whole system on the embedded default"),
+    "bench": ("commands.bench", "cloud", "measure the cloud data plane"),
+    "simulate": ("simulation.cli", "device", "model every scheme's latency, energy and memory on weak devices and links"),
 }
 
 # Top-level packages each extra installs; used to name the extra when an import fails.

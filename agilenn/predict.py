@@ -1,15 +1,11 @@
-"""`agilenn evaluate BUNDLE`: a bundle's numbers, computed with ONNX Runtime and the real codec.
+"""Offline predictions of a bundle: the device model, the real codec and the remote model, without a
+network. Export verifies and measures what it writes with these, and `agilenn evaluate` reports them.
 
-Accuracy and payload figures need only the device install (numpy, onnxruntime). The two
-skewness figures need torch (the `train` extra); without it they are null and the report
-says why.
+Figures that need torch (skewness) are added by the caller: this module needs numpy and ONNX Runtime.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +46,10 @@ def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> Predic
     return Predictions(local_logits, remote_logits, bundle.mix(local_logits, remote_logits), indices, payloads)
 
 
-def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewness: bool = True) -> dict[str, Any]:
+def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict[str, Any]:
+    """Accuracy (mixed, local-only, remote-only, reference) and payload figures on `split`.
+
+    The skewness keys are present and None: they need torch (`partitioner.analysis`)."""
     labels = split.labels
     out = predict(bundle, split.images, batch_size)
     local_logits, remote_logits, mixed, indices, payloads = (
@@ -88,19 +87,7 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500, skewnes
     if bundle.has("reference"):
         (reference_logits,) = run_batched(bundle.session("reference"), bundle.prepare(split.images), batch_size)
         report["accuracy_reference"] = float((reference_logits.argmax(1) == labels).mean())
-    if skewness:
-        report.update(_skewness(bundle, split))
     return report
-
-
-def _skewness(bundle: Bundle, split: Split) -> dict[str, Any]:
-    if not bundle.has("checkpoint"):
-        return {"skewness_note": "the bundle carries no partitioner checkpoint"}
-    try:
-        from partitioner.analysis import measure_skewness
-    except ImportError as exc:
-        return {"skewness_note": f"skewness needs torch and captum: pip install 'agilenn[train]' ({exc})"}
-    return measure_skewness(bundle.folder / bundle.manifest.files["checkpoint"], split)
 
 
 def evaluation_split(bundle: Bundle, dataset: str | None = None, limit: int | None = None) -> tuple[str, Split]:
@@ -109,30 +96,3 @@ def evaluation_split(bundle: Bundle, dataset: str | None = None, limit: int | No
     if not name:
         raise BundleError(f"{bundle.folder} names no dataset; pass --dataset")
     return name, load_dataset(name).test.head(limit)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agilenn evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", help="bundle folder (holds manifest.json)")
-    parser.add_argument("--dataset", default=None, help="dataset name (default: the one the bundle was trained on)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
-    parser.add_argument("--no-skewness", action="store_true", help="skip the torch-based skewness figures")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-
-    bundle = Bundle(args.bundle)
-    dataset_name, split = evaluation_split(bundle, args.dataset, args.limit)
-    report = evaluate_bundle(bundle, split, skewness=not args.no_skewness)
-    report["dataset"] = dataset_name
-    if args.json:
-        print(json.dumps(report))
-    else:
-        width = max(len(k) for k in report)
-        for key, value in report.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else value
-            print(f"{key:<{width}}  {shown}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

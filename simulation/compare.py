@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from agilenn.simulate.cuts import Cut, NoEligibleCut, choose_cut
-from agilenn.simulate.model import Latency, Layer, Workload, energy_mj, latency, memory
-from agilenn.simulate.profiles import DeviceProfile, LinkProfile
+from simulation.cuts import Cut, NoEligibleCut, choose_cut
+from simulation.model import Latency, Layer, Workload, energy_mj, latency, memory
+from simulation.profiles import DeviceProfile, LinkProfile
 
 SCHEMA = "agilenn-simdata-v1"
 DEFAULT_MEASURED = Path("bundles/baselines/measured.json")

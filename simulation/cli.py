@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agilenn.simulate import compare
-from agilenn.simulate.profiles import ProfileError, available, load_device, load_link
+from simulation import compare
+from simulation.profiles import ProfileError, available, load_device, load_link
 
 COMMANDS = ("run", "sweep", "recommend", "fleet", "emulate", "calibrate", "profiles")
 
@@ -122,7 +122,7 @@ def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | 
     results = [compare.simulate(measured, device, load_link(name), cloud, args.framing) for name in link_names]
     if not args.report:
         return results, None
-    from agilenn.simulate.report import write_report
+    from simulation.report import write_report
 
     return results, str(write_report(Path(args.report), measured, results, device, cloud, args.framing))
 
@@ -179,7 +179,7 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_fleet(args) -> int:
-    from agilenn.simulate.fleet import run_fleet
+    from simulation.fleet import run_fleet
 
     result = run_fleet(args.bundle, args.cloud, devices=args.devices, rate_hz=args.rate, seconds=args.seconds,
                        deadline_ms=args.deadline_ms, confidence=args.confidence,
@@ -190,7 +190,7 @@ def cmd_fleet(args) -> int:
 
 
 def cmd_emulate(args) -> int:
-    from agilenn.simulate.emulate import EmulationUnavailable, run
+    from simulation.emulate import EmulationUnavailable, run
 
     try:
         result = run(args.bundle, compare.load_measured(args.measured),
@@ -220,7 +220,7 @@ def cmd_emulate(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from agilenn.simulate.calibrate import calibrate, profile_yaml
+    from simulation.calibrate import calibrate, profile_yaml
 
     result = calibrate(compare.load_measured(args.measured), args.repeats)
     text = profile_yaml(result, "agilenn simulate calibrate " + " ".join(
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
-    from agilenn.simulate.report import ReportUnavailable
+    from simulation.report import ReportUnavailable
 
     try:
         return globals()[f"cmd_{args.command}"](args)

@@ -76,7 +76,7 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
 
 
 def _write(folder: Path, result: dict[str, Any], latencies: np.ndarray) -> Path:
-    from agilenn.simulate.report import _pyplot
+    from simulation.report import _pyplot
 
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from agilenn.simulate.profiles import DeviceProfile, LinkProfile
+from simulation.profiles import DeviceProfile, LinkProfile
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from agilenn.simulate.model import Latency, Workload, latency, memory
-from agilenn.simulate.profiles import DeviceProfile, LinkProfile
+from simulation.model import Latency, Workload, latency, memory
+from simulation.profiles import DeviceProfile, LinkProfile
 
 
 @dataclass(frozen=True)
