@@ -119,12 +119,13 @@ def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | 
     """One result per link, and the report's path when --report asked for one."""
     measured = compare.load_measured(args.measured)
     device, cloud = _profiles(args)
-    results = [compare.simulate(measured, device, load_link(name), cloud, args.framing) for name in link_names]
+    links = [load_link(name) for name in link_names]
+    results = [compare.simulate(measured, device, link, cloud, args.framing) for link in links]
     if not args.report:
         return results, None
     from simulation.report import write_report
 
-    return results, str(write_report(Path(args.report), measured, results, device, cloud, args.framing))
+    return results, str(write_report(Path(args.report), measured, results, links, device, cloud, args.framing))
 
 
 def _print_results(results: list[dict[str, Any]], report: str | None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from simulation import compare
-from simulation.profiles import DeviceProfile, load_link
+from simulation.profiles import DeviceProfile, LinkProfile
 
 PARTS = ("device_ms", "encode_ms", "network_ms", "cloud_ms", "return_ms")
 PART_LABELS = ("device compute", "encoding", "network (up)", "cloud", "return (down)")
@@ -124,10 +124,9 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_bandwidth(measured: dict[str, Any], run: dict[str, Any], device: DeviceProfile, cloud: DeviceProfile,
-                   framing: str, path: Path, points: int = 60) -> Path:
+def plot_bandwidth(measured: dict[str, Any], run: dict[str, Any], link: LinkProfile, device: DeviceProfile,
+                   cloud: DeviceProfile, framing: str, path: Path, points: int = 60) -> Path:
     plt = _pyplot()
-    link = load_link(run["link"])
     lo, hi = math.log10(50e3), math.log10(100e6)
     rates = [10 ** (lo + (hi - lo) * i / (points - 1)) for i in range(points)]
     fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -218,14 +217,16 @@ def _physics(measured: dict[str, Any]) -> list[str]:
             f"shipping the whole input can beat any on-device work; the tables say where each scheme wins."]
 
 
-def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, Any]], device: DeviceProfile,
-                 cloud: DeviceProfile, framing: str) -> Path:
+def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, Any]], links: list[LinkProfile],
+                 device: DeviceProfile, cloud: DeviceProfile, framing: str) -> Path:
+    """`links` are the profiles `runs` were simulated over, one each: a link read from a YAML file
+    cannot be found again by its name."""
     folder.mkdir(parents=True, exist_ok=True)
     plot_breakdown(runs, folder / "latency_breakdown.png")
     plot_tradeoff(measured, folder / "accuracy_vs_bytes.png")
-    plot_bandwidth(measured, runs[0], device, cloud, framing, folder / "latency_vs_bandwidth.png")
-    links = ", ".join(run["link"] for run in runs)
-    lines = [f"# agilenn simulate: {measured['dataset']} on {device.name} over {links}", "",
+    plot_bandwidth(measured, runs[0], links[0], device, cloud, framing, folder / "latency_vs_bandwidth.png")
+    link_names = ", ".join(run["link"] for run in runs)
+    lines = [f"# agilenn simulate: {measured['dataset']} on {device.name} over {link_names}", "",
              f"Accuracy and bytes are measured with the exported models on {measured['samples']} test samples "
              f"(`{measured.get('command', 'partitioner.simdata')}`, {measured.get('created', '')}); latency, energy "
              f"and memory are modelled (`simulation.model`) from the profiles listed at the end. Cloud: "
@@ -256,7 +257,7 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
         lines.append(f"| {c['name']} | {c['activation_shape']} | {macs:,} | {coded} | {c['accuracy'] * 100:.2f}% |")
     lines += ["", "## Profiles", ""]
     seen = set()
-    for profile in [device, cloud] + [load_link(run["link"]) for run in runs]:
+    for profile in [device, cloud, *links]:
         if profile.name in seen:
             continue
         seen.add(profile.name)

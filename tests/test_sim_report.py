@@ -137,3 +137,16 @@ def test_a_sweep_without_links_says_so(measured_file, capsys):
     assert simulate_main(["sweep", "--measured", str(measured_file), "--device", "stm32f746-216mhz",
                           "--links", ","]) == 2
     assert "--links names no link" in capsys.readouterr().err
+
+
+def test_report_takes_a_link_given_as_a_yaml_file(measured_file, tmp_path, capsys):
+    from simulation.profiles import PROFILE_DIR
+
+    link_file = tmp_path / "my.yaml"
+    text = (PROFILE_DIR / "links" / "wifi-6mbps.yaml").read_text()
+    link_file.write_text(text.replace("name: wifi-6mbps", "name: my-link"))
+    out = tmp_path / "report"
+    assert simulate_main(["--measured", str(measured_file), "--device", "stm32f746-216mhz",
+                          "--link", str(link_file), "--report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## my-link" in text and "- **my-link** (derived)" in text
