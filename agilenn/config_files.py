@@ -18,6 +18,17 @@ class ConfigFileError(ValueError):
     """A config or profile file that is missing, not YAML, or not of the expected form."""
 
 
+class UnknownNameError(KeyError, ValueError):
+    """A name a config or a command line picks (a dataset, a network) that its registry does not hold.
+
+    A KeyError for callers that look names up, a ValueError for input checks; shown by its message
+    alone (a plain KeyError would print it quoted).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def format_validation_error(path: str | Path, what: str, exc: ValidationError) -> str:
     """`path: invalid <what>: field.sub: message; ...`: one line a user can act on."""
     parts = []

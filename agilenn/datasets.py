@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from agilenn.config_files import UnknownNameError
+
 FASHION_MNIST_DIR_ENV = "AGILENN_FASHION_MNIST_DIR"
 FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_LABELS = (
@@ -192,7 +194,7 @@ def load_dataset(name: str) -> Dataset:
     try:
         loader = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}") from None
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}") from None
     return loader()
 
 

@@ -75,10 +75,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from agilenn.bundle import BundleError
     from agilenn.codec import PayloadError
+    from agilenn.config_files import ConfigFileError, UnknownNameError
     from agilenn.datasets import DatasetUnavailableError
 
+    # no bare KeyError: one from a bug must show its traceback
     return (BundleError, PayloadError, DatasetUnavailableError, ValidationError, FileNotFoundError,
-            FileExistsError, KeyError)
+            FileExistsError, ConfigFileError, UnknownNameError)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Callable
 
 from torch import nn
 
+from agilenn.config_files import UnknownNameError
+
 _NETWORKS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -39,7 +41,7 @@ def build_network(name: str, **kwargs) -> nn.Module:
     try:
         factory = _NETWORKS[name]
     except KeyError:
-        raise KeyError(f"unknown network {name!r}; registered networks: {', '.join(sorted(_NETWORKS))}") from None
+        raise UnknownNameError(f"unknown network {name!r}; registered networks: {', '.join(sorted(_NETWORKS))}") from None
     try:
         return factory(**kwargs)
     except TypeError as exc:

@@ -30,6 +30,23 @@ def test_a_missing_extra_is_named(monkeypatch, capsys):
     assert "pip install 'agilenn[train]'" in capsys.readouterr().err
 
 
+def test_an_unknown_dataset_is_one_clear_line(tiny_bundle, capsys):
+    assert cli.main(["evaluate", str(tiny_bundle.folder), "--dataset", "cifar-7", "--no-skewness"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("agilenn evaluate: error: unknown dataset 'cifar-7'; known datasets: ")
+
+
+def test_a_key_error_from_a_bug_is_not_hidden_as_a_user_error(monkeypatch):
+    class Broken:
+        @staticmethod
+        def main(argv):
+            return {}["missing"]
+
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: Broken)
+    with pytest.raises(KeyError, match="missing"):
+        cli.main(["evaluate", "bundle"])
+
+
 def test_partition_then_evaluate_in_process(tmp_path, capsys):
     config = tiny_config(dataset="digits", train_limit=300, test_limit=100,
                          networks={**tiny_config().networks.model_dump(),
