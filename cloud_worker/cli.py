@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from agilenn.config_files import read_yaml_mapping, validate_mapping
 from cloud_worker.config import ServeConfig, WorkerConfig
 
 log = logging.getLogger("agilenn.cloud")
@@ -21,10 +22,9 @@ log = logging.getLogger("agilenn.cloud")
 def build_config(args: argparse.Namespace) -> ServeConfig:
     data: dict = {}
     if args.config:
-        import yaml
-        from pathlib import Path
-
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        data = read_yaml_mapping(args.config, "cloud config", empty_ok=True)
+        # the file alone first, so that its errors name the file; the flags are checked below
+        data = validate_mapping(ServeConfig, data, args.config, "cloud config").model_dump(exclude_unset=True)
     worker = dict(data.get("worker", {}))
     for field in ("max_batch_size", "max_batch_wait_ms", "metrics_port", "max_message_bytes", "drain_timeout_s"):
         value = getattr(args, field)

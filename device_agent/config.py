@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agilenn.config_files import load_yaml_model
+
 
 class DeviceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,10 +28,5 @@ class DeviceConfig(BaseModel):
 
 
 def load_device_config(path: str | Path) -> DeviceConfig:
-    """A DeviceConfig from a YAML or JSON file (JSON is YAML)."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a device config is a mapping of fields, got {type(data).__name__}")
-    return DeviceConfig.model_validate(data)
+    """A DeviceConfig from a YAML or JSON file (JSON is YAML); an empty file is the defaults."""
+    return load_yaml_model(path, DeviceConfig, "device config", empty_ok=True)

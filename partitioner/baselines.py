@@ -28,12 +28,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
                             SplitSpec)
+from agilenn.config_files import load_yaml_model
 from agilenn.datasets import Dataset, load_dataset
 from agilenn.predict import run_batched
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
@@ -84,13 +84,7 @@ class BaselineConfig(_Strict):
 
 
 def load_baseline_config(path: str | Path) -> BaselineConfig:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"baseline config {path} not found")
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
-    return BaselineConfig.model_validate(data)
+    return load_yaml_model(path, BaselineConfig, "baseline config")
 
 
 def _stack(specs: list[NetworkSpec], input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:

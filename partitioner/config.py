@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agilenn.config_files import ConfigFileError, read_yaml_mapping, validate_mapping
 
 
 class _Strict(BaseModel):
@@ -127,12 +128,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.exists():
-        raise FileNotFoundError(f"config {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
+        raise ConfigFileError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
     if path.resolve() in chain:
-        raise ValueError(f"{path}: `extends` loops back to itself")
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a YAML mapping, got {type(data).__name__}")
+        raise ConfigFileError(f"{path}: `extends` loops back to itself")
+    data = read_yaml_mapping(path, "config")
     base = data.pop("extends", None)
     if base is None:
         return data
@@ -142,4 +141,4 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 def load_config(path: str | Path) -> PartitionConfig:
     """Read an experiment config; `extends: OTHER.yaml` takes OTHER's settings under this file's."""
-    return PartitionConfig.model_validate(_read(Path(path)))
+    return validate_mapping(PartitionConfig, _read(Path(path)), path, "config")

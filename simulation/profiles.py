@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agilenn.config_files import ConfigFileError, read_yaml_mapping, validate_mapping
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigFileError):
     """A profile that is missing or malformed; the message names the file and the field."""
 
 
@@ -111,14 +112,6 @@ def available(kind: Literal["device", "link"]) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
-    return f"{path}: invalid profile: " + "; ".join(parts)
-
-
 def _load(kind: Literal["device", "link"], name_or_path: str | Path):
     folder, model = _KINDS[kind]
     candidate = Path(name_or_path)
@@ -129,18 +122,10 @@ def _load(kind: Literal["device", "link"], name_or_path: str | Path):
         if not path.exists():
             raise ProfileError(f"unknown {kind} profile {str(name_or_path)!r}; built-in {kind} profiles: "
                                f"{', '.join(available(kind))} (or give a path to a YAML file)")
-    if not path.exists():
-        raise ProfileError(f"{kind} profile file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: a {kind} profile is a YAML mapping, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(_format_errors(path, exc)) from None
+        return validate_mapping(model, read_yaml_mapping(path, f"{kind} profile"), path, "profile")
+    except ConfigFileError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def load_device(name_or_path: str | Path) -> DeviceProfile:
