@@ -224,8 +224,7 @@ def cmd_calibrate(args) -> int:
     from simulation.calibrate import calibrate, profile_yaml
 
     result = calibrate(compare.load_measured(args.measured), args.repeats)
-    text = profile_yaml(result, "agilenn simulate calibrate " + " ".join(
-        a for a in sys.argv[3:] if a != "--json"))
+    text = profile_yaml(result, "agilenn simulate " + " ".join(a for a in args.argv if a != "--json"))
     if args.write:
         Path(args.write).write_text(text)
     print(json.dumps(result) if args.json else text)
@@ -246,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
+    args.argv = argv  # what calibrate records as its command; sys.argv is another program's in-process
     from simulation.report import ReportUnavailable
 
     try:
