@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
     args.argv = argv  # what calibrate records as its command; sys.argv is another program's in-process
-    from simulation.report import ReportUnavailable
+    from simulation.plotting import ReportUnavailable
 
     try:
         return globals()[f"cmd_{args.command}"](args)

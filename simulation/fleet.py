@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from simulation.plotting import pyplot
+
 
 def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
               deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
@@ -61,35 +63,40 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
         for agent in agents:
             agent.close()
     flat = [r for rs in records for r in rs]
-    latencies = np.array([r[0] for r in flat]) if flat else np.zeros(1)
+    latencies = np.array([r[0] for r in flat])
     sources = Counter(r[1] for r in flat)
     reasons = Counter(r[2].split(":")[0] for r in flat if r[2])
     result = {"devices": devices, "connected": connected, "rate_hz_per_device": rate_hz, "seconds": seconds,
               "cloud": cloud, "bundle": str(bundle_path), "inferences": len(flat),
               "throughput_per_s": len(flat) / wall, "offered_per_s": devices * rate_hz,
-              "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)},
+              # no inferences, no latencies: null, not a made-up 0 ms
+              "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) if flat else None for q in (50, 90, 99)},
               "share_local": (len(flat) - sources.get("mixed", 0)) / max(len(flat), 1),
               "sources": dict(sources), "local_reasons": dict(reasons)}
+    if not flat:
+        result["note"] = "no inferences in the run (no device input was due): no latency percentiles"
     if report is not None:
         result["report"] = str(_write(report, result, np.sort(latencies)))
     return result
 
 
 def _write(folder: Path, result: dict[str, Any], latencies: np.ndarray) -> Path:
-    from simulation.report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(latencies, np.arange(1, len(latencies) + 1) / len(latencies))
-    for q, style in (("p50", ":"), ("p99", "--")):
-        ax.axvline(result["latency_ms"][q], color="grey", linestyle=style, label=f"{q} {result['latency_ms'][q]:.2f} ms")
-    ax.set_xscale("log")
+    if len(latencies):
+        ax.plot(latencies, np.arange(1, len(latencies) + 1) / len(latencies))
+        for q, style in (("p50", ":"), ("p99", "--")):
+            ax.axvline(result["latency_ms"][q], color="grey", linestyle=style,
+                       label=f"{q} {result['latency_ms'][q]:.2f} ms")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no inferences", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("end-to-end latency per inference (ms, as the device agent times it)")
     ax.set_ylabel("share of inferences")
     ax.set_title(f"{result['devices']} devices x {result['rate_hz_per_device']:g}/s against {result['cloud']}",
                  fontsize=10)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / "fleet_latency_cdf.png", dpi=120)
     plt.close(fig)

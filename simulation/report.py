@@ -12,28 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from simulation import compare
+from simulation.plotting import pyplot
 from simulation.profiles import DeviceProfile, LinkProfile
 
 PARTS = ("device_ms", "encode_ms", "network_ms", "cloud_ms", "return_ms")
 PART_LABELS = ("device compute", "encoding", "network (up)", "cloud", "return (down)")
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
-
-
-class ReportUnavailable(RuntimeError):
-    """The plotting library is missing."""
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ReportUnavailable("--report draws its plots with matplotlib: pip install 'agilenn[sim]' "
-                                "(or pip install matplotlib)") from None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _plain_log_ticks(axis) -> None:
@@ -45,7 +29,7 @@ def _plain_log_ticks(axis) -> None:
 
 
 def plot_breakdown(runs: list[dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
     for ax, run in zip(axes[0], runs):
         schemes = [s for s in run["schemes"] if not math.isnan(s["accuracy"])]
@@ -84,7 +68,7 @@ def _frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     markers = {"agilenn": ("o", "#c44e52"), "deepcod": ("s", "#4c72b0")}
     bundled = {s.get("variant", s["name"]) for s in measured["schemes"]}
@@ -126,7 +110,7 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
 
 def plot_bandwidth(measured: dict[str, Any], run: dict[str, Any], link: LinkProfile, device: DeviceProfile,
                    cloud: DeviceProfile, framing: str, path: Path, points: int = 60) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     lo, hi = math.log10(50e3), math.log10(100e6)
     rates = [10 ** (lo + (hi - lo) * i / (points - 1)) for i in range(points)]
     fig, ax = plt.subplots(figsize=(8, 4.2))

@@ -25,3 +25,23 @@ def test_fleet_without_a_service_answers_locally_and_says_why(tiny_bundle, capsy
                           "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["connected"] == 0 and result["share_local"] == 1.0 and result["local_reasons"]
+
+
+def test_a_fleet_run_without_inferences_reports_no_percentiles(tiny_bundle, tmp_path):
+    from simulation.fleet import run_fleet
+
+    result = run_fleet(tiny_bundle.folder, "127.0.0.1:9", devices=1, seconds=0.0, connect_timeout_s=0.1,
+                       report=tmp_path)
+    assert result["inferences"] == 0
+    assert result["latency_ms"] == {"p50": None, "p90": None, "p99": None}
+    assert "no inferences" in result["note"]
+    assert json.loads(json.dumps(result))["latency_ms"]["p50"] is None
+    assert "no inferences" in (tmp_path / "fleet.md").read_text()
+
+
+def test_the_fleet_and_the_report_share_the_public_pyplot_helper():
+    import simulation.fleet
+    import simulation.report
+    from simulation import plotting
+
+    assert simulation.fleet.pyplot is simulation.report.pyplot is plotting.pyplot
