@@ -7,7 +7,7 @@ Per scheme: test accuracy with the exported ONNX models, real encoded bytes per 
 (median over the test set), the device part's per-layer table (MACs, inner-product length,
 int8 weights and activations) and the cloud part's. Per candidate cut of the reference
 network: the same (see `partitioner.splits`). The protocol's framing is measured from the
-runtime's own protobuf messages.
+runtime's own protobuf messages. The file's form is `agilenn.measured.MeasuredSchemes`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import torch
 
 from agilenn.bundle import Bundle
 from agilenn.datasets import Dataset, load_dataset
+from agilenn.measured import (SCHEMA, CutRecord, MeasuredSchemes, ProtocolOverheads, Scheme, SchemeKind,
+                              TradeoffPoint, write_measured)
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import evaluate_bundle
-from simulation.compare import SCHEMA
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
 from partitioner.export import DeviceModule, RemoteModule
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 GRPC_FRAMING_BYTES = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header
 
 
-def protocol_overheads(bundle: Bundle) -> dict[str, int]:
+def protocol_overheads(bundle: Bundle) -> ProtocolOverheads:
     """Bytes around the payload in the runtime's InferRequest, and a whole InferResponse."""
     from agilenn.v1 import inference_pb2
 
@@ -50,39 +51,38 @@ def protocol_overheads(bundle: Bundle) -> dict[str, int]:
     response = inference_pb2.InferResponse(
         request_id=2 ** 32, logits=inference_pb2.Tensor(data=bytes(4 * classes), shape=[classes], codec="raw-f32le"),
         status=inference_pb2.Status(code=0), server_ms=0.5, batch_size=4, worker_id="worker-0")
-    return {"request_overhead_bytes": request.ByteSize() + 2 + GRPC_FRAMING_BYTES,  # +2: the payload's length
-            "response_bytes": response.ByteSize() + GRPC_FRAMING_BYTES,
-            "raw_response_bytes": 4 * classes}
+    return ProtocolOverheads(request_overhead_bytes=request.ByteSize() + 2 + GRPC_FRAMING_BYTES,  # +2: its length
+                             response_bytes=response.ByteSize() + GRPC_FRAMING_BYTES,
+                             raw_response_bytes=4 * classes)
 
 
-def _bundle_scheme(name: str, kind: str, bundle: Bundle, metrics: dict[str, Any], device: torch.nn.Module,
-                   remote: torch.nn.Module) -> dict[str, Any]:
+def _bundle_scheme(name: str, kind: SchemeKind, bundle: Bundle, metrics: dict[str, Any], device: torch.nn.Module,
+                   remote: torch.nn.Module, **only_this_kind: Any) -> Scheme:
     shape = bundle.manifest.input.shape
     example = torch.zeros(1, *shape)
-    return {"name": name, "kind": kind, "bundle": str(bundle.folder), "bundle_hash": bundle.bundle_hash,
-            "accuracy": metrics["accuracy"], "payload_bytes": metrics["payload_bytes_median"],
-            "payload_bytes_p99": metrics["payload_bytes_p99"], "codec": bundle.codec.codec_id,
-            "levels": bundle.manifest.quantizer.levels, "offloaded_channels": bundle.manifest.split.remote_channels,
-            "fixed_centroids": not bundle.manifest.config.get("quantizer", {}).get("learn_centroids", True),
-            "encode_symbols": int(np.prod(bundle.remote_shape)), "input_bytes": int(np.prod(shape)),
-            "device_layers": layer_table(device, example),
-            "cloud_layers": layer_table(remote, torch.zeros(1, *bundle.remote_shape, dtype=torch.uint8)),
-            "alternatives": {"bitpack-v1": metrics["payload_bytes_bitpack"],
-                             "zlib-v1": metrics["payload_bytes_zlib_median"]}}
+    return Scheme(
+        name=name, kind=kind, bundle=str(bundle.folder), bundle_hash=bundle.bundle_hash,
+        accuracy=metrics["accuracy"], payload_bytes=metrics["payload_bytes_median"],
+        payload_bytes_p99=metrics["payload_bytes_p99"], codec=bundle.codec.codec_id,
+        levels=bundle.manifest.quantizer.levels, offloaded_channels=bundle.manifest.split.remote_channels,
+        fixed_centroids=not bundle.manifest.config.get("quantizer", {}).get("learn_centroids", True),
+        encode_symbols=int(np.prod(bundle.remote_shape)), input_bytes=int(np.prod(shape)),
+        device_layers=layer_table(device, example),
+        cloud_layers=layer_table(remote, torch.zeros(1, *bundle.remote_shape, dtype=torch.uint8)),
+        alternatives={"bitpack-v1": metrics["payload_bytes_bitpack"], "zlib-v1": metrics["payload_bytes_zlib_median"]},
+        **only_this_kind)
 
 
-def measure_agilenn(folder: Path, split, name: str = "agilenn") -> dict[str, Any]:
+def measure_agilenn(folder: Path, split, name: str = "agilenn") -> Scheme:
     bundle = Bundle(folder)
     model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
     metrics = evaluate_bundle(bundle, split)
-    scheme = _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
-                            RemoteModule(model).eval())
-    scheme.update(accuracy_local_only=metrics["accuracy_local_only"], alpha_local=metrics["alpha_local"],
-                  accuracy_reference=metrics["accuracy_reference"])
-    return scheme
+    return _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
+                          RemoteModule(model).eval(), accuracy_local_only=metrics["accuracy_local_only"],
+                          alpha_local=metrics["alpha_local"], accuracy_reference=metrics["accuracy_reference"])
 
 
-def measure_deepcod(folder: Path, split) -> dict[str, Any]:
+def measure_deepcod(folder: Path, split) -> Scheme:
     from partitioner.baselines import BaselineConfig, DeepCodDevice, DeepCodNet
     from partitioner.export import RemoteModule
 
@@ -91,31 +91,30 @@ def measure_deepcod(folder: Path, split) -> dict[str, Any]:
     # the layer table comes from the ONNX-free torch twin of the exported shapes
     config = BaselineConfig.model_validate({k: v for k, v in bundle.manifest.config.items() if k != "baseline"})
     net = DeepCodNet(config, tuple(bundle.manifest.input.shape), len(bundle.manifest.labels))
-    scheme = _bundle_scheme(bundle.manifest.name, "deepcod", bundle, metrics,
-                            DeepCodDevice(net, config, len(bundle.manifest.labels)).eval(), RemoteModule(net).eval())
-    return scheme
+    return _bundle_scheme(bundle.manifest.name, "deepcod", bundle, metrics,
+                          DeepCodDevice(net, config, len(bundle.manifest.labels)).eval(), RemoteModule(net).eval())
 
 
-def measure_local(folder: Path, split) -> dict[str, Any]:
+def measure_local(folder: Path, split) -> Scheme:
     info = json.loads((folder / BASELINE_FILE).read_text())
     session = create_session(folder / info["files"]["model"])
     images = split.images.astype(np.float32)
     logits = np.concatenate([session.run(None, {"image": images[s:s + 1000]})[0] for s in range(0, len(images), 1000)])
-    return {"name": info["name"], "kind": "local-only", "bundle": str(folder),
-            "accuracy": float((logits.argmax(1) == split.labels).mean()), "payload_bytes": 0.0,
-            "encode_symbols": 0, "input_bytes": int(np.prod(info["input_shape"])),
-            "device_layers": info["device_layers"], "cloud_layers": []}
+    return Scheme(name=info["name"], kind="local-only", bundle=str(folder),
+                  accuracy=float((logits.argmax(1) == split.labels).mean()), payload_bytes=0.0,
+                  encode_symbols=0, input_bytes=int(np.prod(info["input_shape"])),
+                  device_layers=info["device_layers"], cloud_layers=[])
 
 
-def _from_cut(name: str, kind: str, cut: dict[str, Any], input_bytes: int) -> dict[str, Any]:
-    return {"name": name, "kind": kind, "cut": cut["name"], "accuracy": cut["accuracy"],
-            "payload_bytes": cut["payload_bytes_median"], "codec": cut["codec"], "input_bytes": input_bytes,
-            "encode_symbols": cut["encode_symbols"], "device_layers": cut["device_layers"],
-            "cloud_layers": cut["cloud_layers"]}
+def _from_cut(name: str, kind: SchemeKind, cut: CutRecord, input_bytes: int) -> Scheme:
+    return Scheme(name=name, kind=kind, cut=cut.name, accuracy=cut.accuracy, payload_bytes=cut.payload_bytes_median,
+                  codec=cut.codec, input_bytes=input_bytes, encode_symbols=cut.encode_symbols,
+                  device_layers=cut.device_layers, cloud_layers=cut.cloud_layers)
 
 
 def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
-          export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None) -> dict[str, Any]:
+          export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None
+          ) -> MeasuredSchemes:
     torch.set_num_threads(1)
     bundle = Bundle(agilenn)
     if dataset is None:
@@ -135,25 +134,25 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
     agilenn_points = [schemes[0]] + [measure_agilenn(folder, split, Bundle(folder).manifest.name)
                                      for folder in _variant_folders(variants, bundle)]
     ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
-    cuts = measure_cuts(ref, dataset, test_limit=test_limit)
-    by_name = {c["name"]: c for c in cuts}
+    cuts = [CutRecord.model_validate(c) for c in measure_cuts(ref, dataset, test_limit=test_limit)]
+    by_name = {c.name: c for c in cuts}
     schemes.append(_from_cut("local-large", "local-only", by_name["logits"], input_bytes))
     schemes.append(_from_cut("full-offload", "full-offload", by_name["input"], input_bytes))
     # the DeepCOD-like scheme is the variant closest to AgileNN's bit width and coder; the others
     # are points on the accuracy-vs-bytes curve
     if tradeoff:
-        main = min(tradeoff, key=lambda s: (s["levels"] != schemes[0]["levels"],
-                                            -s["offloaded_channels"], s["name"]))
-        schemes.append({**main, "name": "deepcod", "variant": main["name"]})
-    data = {"schema": SCHEMA, "dataset": dataset.name, "samples": len(split), "created": time.strftime("%Y-%m-%d"),
-            "command": "python -m partitioner.simdata " + " ".join(sys.argv[1:]),
-            "raw_input_bytes": input_bytes, "classes": dataset.num_classes,
-            "protocol": protocol_overheads(bundle), "schemes": schemes, "cuts": cuts,
-            "tradeoff": [_point(s, "agilenn") for s in agilenn_points] + [_point(s, "deepcod") for s in tradeoff]}
+        main = min(tradeoff, key=lambda s: (s.levels != schemes[0].levels, -s.offloaded_channels, s.name))
+        schemes.append(main.model_copy(update={"name": "deepcod", "variant": main.name}))
+    data = MeasuredSchemes(
+        schema=SCHEMA, dataset=dataset.name, samples=len(split), created=time.strftime("%Y-%m-%d"),
+        command="python -m partitioner.simdata " + " ".join(sys.argv[1:]),
+        raw_input_bytes=input_bytes, classes=dataset.num_classes,
+        protocol=protocol_overheads(bundle), schemes=schemes, cuts=cuts,
+        tradeoff=[_point(s, "agilenn") for s in agilenn_points] + [_point(s, "deepcod") for s in tradeoff])
     if export_splits:
-        export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"]["codec"])
+        export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"].codec)
         best = _default_split(data)
-        export_cut(ref, best, dataset, baselines / "layer-split", codec=by_name[best]["codec"])
+        export_cut(ref, best, dataset, baselines / "layer-split", codec=by_name[best].codec)
     return data
 
 
@@ -178,7 +177,7 @@ def _variant_folders(parent: Path | None, main: Bundle) -> list[Path]:
     return folders
 
 
-def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
+def _default_split(data: MeasuredSchemes, device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
     """The cut the simulator chooses for the paper's main setting (exported as a bundle)."""
     from simulation.compare import split_cuts
     from simulation.cuts import choose_cut
@@ -187,13 +186,13 @@ def _default_split(data: dict[str, Any], device: str = "stm32f746-216mhz", link:
     return choose_cut(split_cuts(data), load_device(device), load_link(link), load_device("host")).cut.name
 
 
-def _point(scheme: dict[str, Any], family: str) -> dict[str, Any]:
-    return {"family": family, "name": scheme["name"], "accuracy": scheme["accuracy"],
-            "payload_bytes": scheme["payload_bytes"], "levels": scheme["levels"],
-            "offloaded_channels": scheme["offloaded_channels"], "codec": scheme["codec"],
-            "fixed_centroids": scheme.get("fixed_centroids", False),
-            "device_macs": sum(layer["macs"] for layer in scheme["device_layers"]),
-            "alternatives": scheme.get("alternatives", {})}
+def _point(scheme: Scheme, family: str) -> TradeoffPoint:
+    return TradeoffPoint(family=family, name=scheme.name, accuracy=scheme.accuracy,
+                         payload_bytes=scheme.payload_bytes, levels=scheme.levels,
+                         offloaded_channels=scheme.offloaded_channels, codec=scheme.codec,
+                         fixed_centroids=scheme.fixed_centroids,
+                         device_macs=sum(layer.macs for layer in scheme.device_layers),
+                         alternatives=scheme.alternatives)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
                  variants=args.variants)
-    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
-    summary = {s["name"]: {"accuracy": round(s["accuracy"], 4), "payload_bytes": s["payload_bytes"]}
-               for s in data["schemes"]}
+    write_measured(args.out, data)
+    summary = {s.name: {"accuracy": round(s.accuracy, 4), "payload_bytes": s.payload_bytes} for s in data.schemes}
     print(json.dumps(summary))
     return 0
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from agilenn.measured import LayerRow, MeasuredSchemes
+
 DENSE_INNER_MIN = 16
 
 
@@ -39,35 +41,35 @@ def _time_session(path: Path, feed: np.ndarray, repeats: int) -> float:
     return float(np.median(times) * 1000.0)
 
 
-def _split_macs(layers: list[dict[str, Any]]) -> tuple[int, int]:
-    light = sum(r["macs"] for r in layers if r["inner"] < DENSE_INNER_MIN)
-    return light, sum(r["macs"] for r in layers) - light
+def _split_macs(layers: list[LayerRow]) -> tuple[int, int]:
+    light = sum(r.macs for r in layers if r.inner < DENSE_INNER_MIN)
+    return light, sum(r.macs for r in layers) - light
 
 
-def models(measured: dict[str, Any]) -> list[tuple[str, Path, np.ndarray, list[dict[str, Any]]]]:
+def models(measured: MeasuredSchemes) -> list[tuple[str, Path, np.ndarray, list[LayerRow]]]:
     """(label, onnx file, one input, layer table) for every model the measured file can locate."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1, 1, 28, 28)).astype(np.float32)
     out = []
-    for s in measured["schemes"]:
-        folder = Path(s.get("bundle", ""))
-        if s["kind"] == "local-only" and (folder / "model.onnx").exists():
-            out.append((s["name"], folder / "model.onnx", image, s["device_layers"]))
-        elif s["kind"] in ("agilenn", "deepcod") and (folder / "device.onnx").exists():
+    for s in measured.schemes:
+        folder = Path(s.bundle or "")
+        if s.kind == "local-only" and (folder / "model.onnx").exists():
+            out.append((s.name, folder / "model.onnx", image, s.device_layers))
+        elif s.kind in ("agilenn", "deepcod") and (folder / "device.onnx").exists():
             manifest = json.loads((folder / "manifest.json").read_text())
             shape = [manifest["split"]["remote_channels"], *manifest["split"]["feature_shape"][1:]]
             levels = manifest["quantizer"]["levels"]
             indices = rng.integers(0, levels, (1, *shape)).astype(np.uint8)
-            out.append((f"{s['name']}/device", folder / "device.onnx", image, s["device_layers"]))
-            out.append((f"{s['name']}/remote", folder / "remote.onnx", indices, s["cloud_layers"]))
-            if s["kind"] == "agilenn" and (folder / "reference.onnx").exists():
-                ref = next((c for c in measured["cuts"] if c["name"] == "logits"), None)
+            out.append((f"{s.name}/device", folder / "device.onnx", image, s.device_layers))
+            out.append((f"{s.name}/remote", folder / "remote.onnx", indices, s.cloud_layers))
+            if s.kind == "agilenn" and (folder / "reference.onnx").exists():
+                ref = next((c for c in measured.cuts if c.name == "logits"), None)
                 if ref is not None:
-                    out.append(("reference", folder / "reference.onnx", image, ref["device_layers"]))
+                    out.append(("reference", folder / "reference.onnx", image, ref.device_layers))
     return out
 
 
-def calibrate(measured: dict[str, Any], repeats: int = 300) -> dict[str, Any]:
+def calibrate(measured: MeasuredSchemes, repeats: int = 300) -> dict[str, Any]:
     rows, times, labels = [], [], []
     for label, path, feed, layers in models(measured):
         light, dense = _split_macs(layers)
@@ -97,14 +99,13 @@ def calibrate(measured: dict[str, Any], repeats: int = 300) -> dict[str, Any]:
 IDLE_GAP_S = 0.050
 
 
-def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 200) -> dict[str, Any] | None:
+def _service_overhead(measured: MeasuredSchemes, remote_ms: float, count: int = 200) -> dict[str, Any] | None:
     """The runtime's round trip on loopback (device agent -> worker in another process -> back) less
     the remote model's own time: what serving costs per request besides the model."""
     import subprocess
     import sys
 
-    agile = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
-    folder = Path(agile.get("bundle", ""))
+    folder = Path(measured.scheme("agilenn").bundle or "")
     try:
         from agilenn.bundle import Bundle
         from device_agent import DeviceAgent, DeviceConfig
@@ -137,11 +138,10 @@ def _service_overhead(measured: dict[str, Any], remote_ms: float, count: int = 2
             "request_overhead_ms": max(rtt - remote_ms, 0.0), "requests": len(rtts)}
 
 
-def _encode_cost(measured: dict[str, Any], samples: int = 200) -> float | None:
+def _encode_cost(measured: MeasuredSchemes, samples: int = 200) -> float | None:
     from agilenn.bundle import Bundle
 
-    agile = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
-    folder = Path(agile.get("bundle", ""))
+    folder = Path(measured.scheme("agilenn").bundle or "")
     if not (folder / "manifest.json").exists():
         return None
     bundle = Bundle(folder, verify=False)

@@ -2,62 +2,65 @@
 summary ratios against AgileNN (each baseline / AgileNN, so larger favours AgileNN).
 
 The measured schemes come from a JSON file written by `python -m partitioner.simdata`
-(accuracy and real encoded bytes from the exported bundles, per-layer tables); this module only
-reads it, so a simulation needs neither torch nor the models.
+(accuracy and real encoded bytes from the exported bundles, per-layer tables; its form is
+`agilenn.measured.MeasuredSchemes`); this module only reads it, so a simulation needs neither
+torch nor the models.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from agilenn.measured import CutRecord, LayerRow, MeasuredSchemes, ProtocolOverheads, Scheme
+from agilenn.measured import MeasuredDataError as MeasuredDataError, load_measured as load_measured  # for the CLI
 from simulation.cuts import Cut, NoEligibleCut, choose_cut
 from simulation.model import Latency, Layer, Workload, energy_mj, latency, memory
 from simulation.profiles import DeviceProfile, LinkProfile
 
-SCHEMA = "agilenn-simdata-v1"
 DEFAULT_MEASURED = Path("bundles/baselines/measured.json")
 OFFLOADING_BASELINES = ("full-offload", "layer-split", "deepcod")
 FRAMINGS = ("grpc", "raw")
 SWEEP_KBPS = (10.0, 1e7)  # crossover search range
 
 
-class MeasuredDataError(ValueError):
-    """The measured-schemes file is missing or not of the expected form."""
+def _layers(rows: list[LayerRow]) -> tuple[Layer, ...]:
+    return tuple(Layer(**row.model_dump()) for row in rows)
 
 
-def load_measured(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise MeasuredDataError(
-            f"{path} not found; write it with `python -m partitioner.simdata --agilenn BUNDLE --baselines DIR "
-            f"--out {path}` (needs the train extra), or pass --measured FILE")
-    data = json.loads(path.read_text())
-    if data.get("schema") != SCHEMA:
-        raise MeasuredDataError(f"{path}: schema {data.get('schema')!r}, this agilenn reads {SCHEMA!r}")
-    if not any(s["kind"] == "agilenn" for s in data["schemes"]):
-        raise MeasuredDataError(f"{path} holds no AgileNN scheme")
-    return data
-
-
-def workload(scheme: dict[str, Any], protocol: dict[str, int], framing: str = "grpc") -> Workload:
+def _workload(name: str, device_layers: list[LayerRow], cloud_layers: list[LayerRow], input_bytes: int,
+              encode_symbols: int, payload_bytes: float, protocol: ProtocolOverheads, framing: str) -> Workload:
     if framing not in FRAMINGS:
         raise ValueError(f"framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
-    offloads = scheme["payload_bytes"] > 0
+    offloads = payload_bytes > 0
     grpc = framing == "grpc"
     return Workload(
-        name=scheme["name"],
-        device_layers=tuple(Layer.from_dict(r) for r in scheme["device_layers"]),
-        input_bytes=scheme.get("input_bytes", 0),
-        encode_symbols=scheme.get("encode_symbols", 0) if offloads else 0,
-        payload_bytes=scheme["payload_bytes"],
-        request_overhead_bytes=protocol["request_overhead_bytes"] if (offloads and grpc) else 0,
-        response_bytes=(protocol["response_bytes"] if grpc else protocol["raw_response_bytes"]) if offloads else 0,
-        cloud_layers=tuple(Layer.from_dict(r) for r in scheme.get("cloud_layers", [])),
+        name=name,
+        device_layers=_layers(device_layers),
+        input_bytes=input_bytes,
+        encode_symbols=encode_symbols if offloads else 0,
+        payload_bytes=payload_bytes,
+        request_overhead_bytes=protocol.request_overhead_bytes if (offloads and grpc) else 0,
+        response_bytes=(protocol.response_bytes if grpc else protocol.raw_response_bytes) if offloads else 0,
+        cloud_layers=_layers(cloud_layers),
     )
+
+
+def workload(scheme: Scheme, protocol: ProtocolOverheads, framing: str = "grpc",
+             payload_bytes: float | None = None) -> Workload:
+    """One scheme's workload; `payload_bytes` replaces the measured median (the emulation's own)."""
+    return _workload(scheme.name, scheme.device_layers, scheme.cloud_layers, scheme.input_bytes,
+                     scheme.encode_symbols, scheme.payload_bytes if payload_bytes is None else payload_bytes,
+                     protocol, framing)
+
+
+def cut_workload(cut: CutRecord, protocol: ProtocolOverheads, framing: str = "grpc") -> Workload:
+    """The split at one measured cut (input_bytes 0: the device layers before an interior cut read
+    the sample, so their peak SRAM already holds it)."""
+    return _workload(cut.name, cut.device_layers, cut.cloud_layers, 0, cut.encode_symbols,
+                     cut.payload_bytes_median, protocol, framing)
 
 
 @dataclass
@@ -81,43 +84,37 @@ class SchemeResult:
                 "note": self.note}
 
 
-def _result(scheme: dict[str, Any], work: Workload, device: DeviceProfile, link: LinkProfile,
+def _result(name: str, kind: str, accuracy: float, work: Workload, device: DeviceProfile, link: LinkProfile,
             cloud: DeviceProfile, note: str = "") -> SchemeResult:
     lat = latency(work, device, link, cloud)
     mem = memory(work, device)
     if not mem.fits:
         note = "; ".join(filter(None, [note, "does not fit: " + ", ".join(mem.why_not)]))
-    return SchemeResult(scheme["name"], scheme["kind"], scheme["accuracy"], work, lat, energy_mj(lat, device),
+    return SchemeResult(name, kind, accuracy, work, lat, energy_mj(lat, device),
                         mem.sram_bytes, mem.flash_bytes, mem.fits, note)
 
 
-def _measured_cut(measured: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(c for c in measured["cuts"] if c["name"] == name)
-
-
-def _split_result(cut: dict[str, Any], work: Workload, device: DeviceProfile, link: LinkProfile,
+def _split_result(cut: CutRecord, work: Workload, device: DeviceProfile, link: LinkProfile,
                   cloud: DeviceProfile, note: str) -> SchemeResult:
     """The layer-split scheme at the measured cut `cut`."""
-    scheme = {"name": "layer-split", "kind": "layer-split", "accuracy": cut["accuracy"]}
-    return _result(scheme, work, device, link, cloud, note)
+    return _result("layer-split", "layer-split", cut.accuracy, work, device, link, cloud, note)
 
 
-def split_cuts(measured: dict[str, Any], framing: str = "grpc") -> list[Cut]:
+def split_cuts(measured: MeasuredSchemes, framing: str = "grpc") -> list[Cut]:
     """The interior cuts of the reference network (neither the raw input nor the logits)."""
-    protocol = measured["protocol"]
-    return [Cut(c["name"], workload({**c, "payload_bytes": c["payload_bytes_median"]}, protocol, framing),
-                c["accuracy"]) for c in measured["cuts"] if c["name"] not in ("input", "logits")]
+    return [Cut(c.name, cut_workload(c, measured.protocol, framing), c.accuracy)
+            for c in measured.cuts if c.name not in ("input", "logits")]
 
 
-def evaluate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+def evaluate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
              framing: str = "grpc") -> list[SchemeResult]:
-    protocol = measured["protocol"]
     results = []
-    for scheme in measured["schemes"]:
-        note = f"variant {scheme['variant']}" if scheme.get("variant") else ""
-        if scheme.get("cut"):
-            note = f"reference network cut at '{scheme['cut']}'"
-        results.append(_result(scheme, workload(scheme, protocol, framing), device, link, cloud, note))
+    for scheme in measured.schemes:
+        note = f"variant {scheme.variant}" if scheme.variant else ""
+        if scheme.cut:
+            note = f"reference network cut at '{scheme.cut}'"
+        results.append(_result(scheme.name, scheme.kind, scheme.accuracy, workload(scheme, measured.protocol, framing),
+                               device, link, cloud, note))
     try:
         choice = choose_cut(split_cuts(measured, framing), device, link, cloud)
     except NoEligibleCut as exc:
@@ -125,10 +122,10 @@ def evaluate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile,
         results.append(SchemeResult("layer-split", "layer-split", float("nan"), Workload("layer-split"),
                                     Latency(0, 0, 0, 0, 0), float("nan"), 0, 0, False, str(exc)))
     if choice is not None:
-        cut = _measured_cut(measured, choice.cut.name)
+        cut = measured.cut(choice.cut.name)
         results.append(_split_result(cut, choice.cut.workload, device, link, cloud,
-                                     f"best cut for this device and link: after '{cut['name']}', "
-                                     f"{cut['codec']}-coded 8-bit activation {cut['activation_shape']}"))
+                                     f"best cut for this device and link: after '{cut.name}', "
+                                     f"{cut.codec}-coded 8-bit activation {cut.activation_shape}"))
     order = {"agilenn": 0, "local-only": 1, "full-offload": 2, "layer-split": 3, "deepcod": 4}
     results.sort(key=lambda r: (order.get(r.kind, 9), r.workload.device_macs))
     return results
@@ -144,16 +141,16 @@ def nearest_local(results: list[SchemeResult]) -> SchemeResult | None:
     return min(local, key=lambda r: (abs(r.accuracy - agile.accuracy), r.latency.total_ms)) if local else None
 
 
-def latency_at(measured: dict[str, Any], name: str, device: DeviceProfile, link: LinkProfile,
+def latency_at(measured: MeasuredSchemes, name: str, device: DeviceProfile, link: LinkProfile,
                cloud: DeviceProfile, framing: str) -> float:
     """One scheme's total latency; the layer split re-chooses its cut for this link."""
     if name == "layer-split":
         return choose_cut(split_cuts(measured, framing), device, link, cloud).latency.total_ms
-    scheme = next(s for s in measured["schemes"] if s["name"] == name)
-    return latency(workload(scheme, measured["protocol"], framing), device, link, cloud).total_ms
+    scheme = next(s for s in measured.schemes if s.name == name)
+    return latency(workload(scheme, measured.protocol, framing), device, link, cloud).total_ms
 
 
-def crossover(measured: dict[str, Any], baseline: str, device: DeviceProfile, link: LinkProfile,
+def crossover(measured: MeasuredSchemes, baseline: str, device: DeviceProfile, link: LinkProfile,
               cloud: DeviceProfile, framing: str = "grpc", points: int = 121) -> dict[str, Any]:
     """The uplink rate below which AgileNN answers faster than `baseline` (same RTT, loss, packets).
 
@@ -182,7 +179,7 @@ def crossover(measured: dict[str, Any], baseline: str, device: DeviceProfile, li
             "range_kbps": list(SWEEP_KBPS)}
 
 
-def summary(measured: dict[str, Any], results: list[SchemeResult], device: DeviceProfile, link: LinkProfile,
+def summary(measured: MeasuredSchemes, results: list[SchemeResult], device: DeviceProfile, link: LinkProfile,
             cloud: DeviceProfile, framing: str = "grpc") -> dict[str, Any]:
     named = _by_name(results)
     agile = named["agilenn"]
@@ -213,16 +210,16 @@ def summary(measured: dict[str, Any], results: list[SchemeResult], device: Devic
     return out
 
 
-def simulate(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+def simulate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
              framing: str = "grpc") -> dict[str, Any]:
     results = evaluate(measured, device, link, cloud, framing)
     return {"device": device.name, "link": link.name, "cloud": cloud.name, "framing": framing,
-            "dataset": measured["dataset"], "samples": measured["samples"],
+            "dataset": measured.dataset, "samples": measured.samples,
             "schemes": [r.to_json() for r in results],
             "summary": summary(measured, results, device, link, cloud, framing)}
 
 
-def recommend(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
+def recommend(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
               min_accuracy: float, framing: str = "grpc") -> dict[str, Any]:
     """The fastest scheme that fits the device and reaches `min_accuracy`, with the candidates."""
     results = evaluate(measured, device, link, cloud, framing)
@@ -234,8 +231,8 @@ def recommend(measured: dict[str, Any], device: DeviceProfile, link: LinkProfile
     rows = []
     for r in results:
         if r.kind == "layer-split" and floor_choice is not None and r.accuracy < min_accuracy:
-            cut = _measured_cut(measured, floor_choice.cut.name)
-            r = _split_result(cut, floor_choice.cut.workload, device, link, cloud, f"cut after '{cut['name']}'")
+            cut = measured.cut(floor_choice.cut.name)
+            r = _split_result(cut, floor_choice.cut.workload, device, link, cloud, f"cut after '{cut.name}'")
         reasons = []
         if math.isnan(r.accuracy) or r.accuracy < min_accuracy:
             reasons.append(f"accuracy {r.accuracy:.4f} < {min_accuracy}")

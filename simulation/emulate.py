@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from agilenn.measured import MeasuredSchemes
 from simulation.calibrate import IDLE_GAP_S
 
 NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
@@ -265,7 +266,7 @@ def _ready(process: subprocess.Popen, what: str, timeout_s: float = 60.0) -> str
     return line.strip()
 
 
-def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, cloud) -> dict[str, Any]:
+def compare_link(measured: MeasuredSchemes, runs: list[dict[str, Any]], link, cloud) -> dict[str, Any]:
     """Modelled vs measured, for the AgileNN scheme over the emulated link."""
     from simulation import compare
     from simulation.model import latency
@@ -275,9 +276,8 @@ def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, clo
     mixed = [r for r in runs if r["source"] == "mixed"]
     if not mixed:
         raise EmulationUnavailable(f"no inference over {link.name} was answered by the worker")
-    scheme = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
     payload = float(np.median([r["payload_bytes"] for r in mixed]))
-    work = compare.workload({**scheme, "payload_bytes": payload}, measured["protocol"])
+    work = compare.workload(measured.scheme("agilenn"), measured.protocol, payload_bytes=payload)
     lat = latency(work, cloud, emulated, cloud)  # only its link and cloud parts are used
     device_side = float(np.median([r["device_model"] + r["device_overhead"] for r in mixed]))
     modelled_link = lat.network_ms + lat.cloud_ms + lat.return_ms
@@ -295,7 +295,7 @@ def compare_link(measured: dict[str, Any], runs: list[dict[str, Any]], link, clo
             "modelled_parts_ms": {"network": lat.network_ms, "cloud": lat.cloud_ms, "return": lat.return_ms}}
 
 
-def run(bundle_path: str, measured: dict[str, Any], link_names: list[str], cloud_name: str = "host",
+def run(bundle_path: str, measured: MeasuredSchemes, link_names: list[str], cloud_name: str = "host",
         count: int = 60) -> dict[str, Any]:
     """Each link twice: `paced` (kernel tbf + relay delay + relay serialization: the primary check)
     and `tbf-only` (kernel tbf + relay delay, as the kernel alone shapes it); plus a `zero` link

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 from simulation.profiles import DeviceProfile, LinkProfile
 
@@ -37,11 +37,6 @@ class Layer:
     weight_bytes: int = 0
     in_bytes: int = 0
     out_bytes: int = 0
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "Layer":
-        return cls(**{k: row[k] for k in ("name", "op", "macs", "inner", "weight_bytes", "in_bytes", "out_bytes")
-                      if k in row})
 
 
 @dataclass(frozen=True)

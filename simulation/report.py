@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agilenn.measured import MeasuredSchemes, TradeoffPoint
 from simulation import compare
 from simulation.plotting import pyplot
 from simulation.profiles import DeviceProfile, LinkProfile
@@ -52,55 +53,55 @@ def plot_breakdown(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _bits(point: dict[str, Any]) -> str:
-    bits = str(math.ceil(math.log2(point["levels"])))
-    return bits + (", fixed centroids" if point.get("fixed_centroids") else "")
+def _bits(point: TradeoffPoint) -> str:
+    bits = str(math.ceil(math.log2(point.levels)))
+    return bits + (", fixed centroids" if point.fixed_centroids else "")
 
 
-def _frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _frontier(points: list[TradeoffPoint]) -> list[TradeoffPoint]:
     """The points no cheaper point matches in accuracy, by bytes."""
     best, out = -1.0, []
-    for p in sorted(points, key=lambda p: (p["payload_bytes"], -p["accuracy"])):
-        if p["accuracy"] > best:
+    for p in sorted(points, key=lambda p: (p.payload_bytes, -p.accuracy)):
+        if p.accuracy > best:
             out.append(p)
-            best = p["accuracy"]
+            best = p.accuracy
     return out
 
 
-def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
+def plot_tradeoff(measured: MeasuredSchemes, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     markers = {"agilenn": ("o", "#c44e52"), "deepcod": ("s", "#4c72b0")}
-    bundled = {s.get("variant", s["name"]) for s in measured["schemes"]}
+    bundled = {s.variant or s.name for s in measured.schemes}
     for family, (marker, colour) in markers.items():
-        points = sorted((p for p in measured["tradeoff"] if p["family"] == family), key=lambda p: p["payload_bytes"])
+        points = sorted((p for p in measured.tradeoff if p.family == family), key=lambda p: p.payload_bytes)
         if not points:
             continue
         label = "AgileNN" if family == "agilenn" else "DeepCOD-like"
-        ax.scatter([p["payload_bytes"] for p in points], [p["accuracy"] * 100 for p in points], marker=marker,
+        ax.scatter([p.payload_bytes for p in points], [p.accuracy * 100 for p in points], marker=marker,
                    color=colour, zorder=3)
         frontier = _frontier(points)  # each step: more bytes buy more accuracy
-        ax.plot([p["payload_bytes"] for p in frontier], [p["accuracy"] * 100 for p in frontier], color=colour,
+        ax.plot([p.payload_bytes for p in frontier], [p.accuracy * 100 for p in frontier], color=colour,
                 label=f"{label} (line: best accuracy for the bytes)")
-        alt = [(b, p["accuracy"] * 100) for p in points for b in p.get("alternatives", {}).values()]
+        alt = [(b, p.accuracy * 100) for p in points for b in p.alternatives.values()]
         if alt:
             ax.scatter([a[0] for a in alt], [a[1] for a in alt], marker=marker, facecolors="none", edgecolors=colour,
                        label=f"{label}, bit-packed / zlib")
         for i, p in enumerate(points):
-            text = f"{p['offloaded_channels']}ch x {_bits(p)}b"
-            if p["name"] in bundled:
+            text = f"{p.offloaded_channels}ch x {_bits(p)}b"
+            if p.name in bundled:
                 text += " (in the table)"
-            twin = i > 0 and points[i - 1]["payload_bytes"] == p["payload_bytes"]  # same bytes: label on the left
-            ax.annotate(text, (p["payload_bytes"], p["accuracy"] * 100), fontsize=7, textcoords="offset points",
+            twin = i > 0 and points[i - 1].payload_bytes == p.payload_bytes  # same bytes: label on the left
+            ax.annotate(text, (p.payload_bytes, p.accuracy * 100), fontsize=7, textcoords="offset points",
                         xytext=(-5, -3) if twin else (5, 4 if i % 2 == 0 else -10), ha="right" if twin else "left")
-    for s in measured["schemes"]:
-        if s["kind"] == "full-offload":
-            ax.axvline(s["payload_bytes"], color="grey", linestyle=":", label=f"full offload ({s['payload_bytes']:.0f} B)")
+    for s in measured.schemes:
+        if s.kind == "full-offload":
+            ax.axvline(s.payload_bytes, color="grey", linestyle=":", label=f"full offload ({s.payload_bytes:.0f} B)")
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("bytes per inference (median, real encoded payload)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"accuracy vs bytes, {measured['dataset']}", fontsize=10)
+    ax.set_title(f"accuracy vs bytes, {measured.dataset}", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -108,7 +109,7 @@ def plot_tradeoff(measured: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_bandwidth(measured: dict[str, Any], run: dict[str, Any], link: LinkProfile, device: DeviceProfile,
+def plot_bandwidth(measured: MeasuredSchemes, run: dict[str, Any], link: LinkProfile, device: DeviceProfile,
                    cloud: DeviceProfile, framing: str, path: Path, points: int = 60) -> Path:
     plt = pyplot()
     lo, hi = math.log10(50e3), math.log10(100e6)
@@ -190,18 +191,18 @@ def _summary(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _physics(measured: dict[str, Any]) -> list[str]:
-    full = next((s for s in measured["schemes"] if s["kind"] == "full-offload"), None)
-    agile = next(s for s in measured["schemes"] if s["kind"] == "agilenn")
+def _physics(measured: MeasuredSchemes) -> list[str]:
+    full = next((s for s in measured.schemes if s.kind == "full-offload"), None)
+    agile = measured.scheme("agilenn")
     if full is None:
         return []
-    return [f"Physics first: one input is {measured['raw_input_bytes']} bytes raw and "
-            f"{full['payload_bytes']:.0f} bytes losslessly coded; AgileNN sends {agile['payload_bytes']:.0f} bytes "
+    return [f"Physics first: one input is {measured.raw_input_bytes} bytes raw and "
+            f"{full.payload_bytes:.0f} bytes losslessly coded; AgileNN sends {agile.payload_bytes:.0f} bytes "
             f"(the paper's 96x96x3 inputs were 27,648 bytes raw, where transmission dominates). On a fast link "
             f"shipping the whole input can beat any on-device work; the tables say where each scheme wins."]
 
 
-def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, Any]], links: list[LinkProfile],
+def write_report(folder: Path, measured: MeasuredSchemes, runs: list[dict[str, Any]], links: list[LinkProfile],
                  device: DeviceProfile, cloud: DeviceProfile, framing: str) -> Path:
     """`links` are the profiles `runs` were simulated over, one each: a link read from a YAML file
     cannot be found again by its name."""
@@ -210,9 +211,9 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
     plot_tradeoff(measured, folder / "accuracy_vs_bytes.png")
     plot_bandwidth(measured, runs[0], links[0], device, cloud, framing, folder / "latency_vs_bandwidth.png")
     link_names = ", ".join(run["link"] for run in runs)
-    lines = [f"# agilenn simulate: {measured['dataset']} on {device.name} over {link_names}", "",
-             f"Accuracy and bytes are measured with the exported models on {measured['samples']} test samples "
-             f"(`{measured.get('command', 'partitioner.simdata')}`, {measured.get('created', '')}); latency, energy "
+    lines = [f"# agilenn simulate: {measured.dataset} on {device.name} over {link_names}", "",
+             f"Accuracy and bytes are measured with the exported models on {measured.samples} test samples "
+             f"(`{measured.command or 'partitioner.simdata'}`, {measured.created or ''}); latency, energy "
              f"and memory are modelled (`simulation.model`) from the profiles listed at the end. Cloud: "
              f"{cloud.name}; framing: {framing} "
              + ("(the runtime's gRPC messages around each payload)." if framing == "grpc" else "(payload bytes only)."),
@@ -225,20 +226,19 @@ def write_report(folder: Path, measured: dict[str, Any], runs: list[dict[str, An
     lines += ["## Accuracy vs bytes per inference", "", "![accuracy vs bytes](accuracy_vs_bytes.png)", "",
               "| family | variant | offloaded channels | bits | codec | bytes | device MACs | accuracy |",
               "|---|---|---|---|---|---|---|---|"]
-    for p in sorted(measured["tradeoff"], key=lambda p: (p["family"], p["payload_bytes"])):
-        macs = f"{p['device_macs']:,}" if "device_macs" in p else "-"
-        lines.append(f"| {p['family']} | {p['name']} | {p['offloaded_channels']} | "
-                     f"{_bits(p)} | {p['codec']} | {p['payload_bytes']:.0f} | {macs} | "
-                     f"{p['accuracy'] * 100:.2f}% |")
+    for p in sorted(measured.tradeoff, key=lambda p: (p.family, p.payload_bytes)):
+        macs = f"{p.device_macs:,}" if p.device_macs is not None else "-"
+        lines.append(f"| {p.family} | {p.name} | {p.offloaded_channels} | "
+                     f"{_bits(p)} | {p.codec} | {p.payload_bytes:.0f} | {macs} | "
+                     f"{p.accuracy * 100:.2f}% |")
     lines += ["", f"## Latency vs bandwidth ({runs[0]['link']}'s RTT and packets, rate swept)", "",
               "![latency vs bandwidth](latency_vs_bandwidth.png)", "",
               "## Layer-split candidates (reference network, 8-bit activations)", "",
               "| cut | activation | device MACs | bytes (range / zlib) | accuracy |", "|---|---|---|---|---|"]
-    for c in measured["cuts"]:
-        macs = sum(r["macs"] for r in c["device_layers"])
-        coded = (f"{c['payload_bytes_range_median']:.0f} / {c['payload_bytes_zlib_median']:.0f}"
-                 if c.get("codec") else "-")
-        lines.append(f"| {c['name']} | {c['activation_shape']} | {macs:,} | {coded} | {c['accuracy'] * 100:.2f}% |")
+    for c in measured.cuts:
+        macs = sum(r.macs for r in c.device_layers)
+        coded = f"{c.payload_bytes_range_median:.0f} / {c.payload_bytes_zlib_median:.0f}" if c.codec else "-"
+        lines.append(f"| {c.name} | {c.activation_shape} | {macs:,} | {coded} | {c.accuracy * 100:.2f}% |")
     lines += ["", "## Profiles", ""]
     seen = set()
     for profile in [device, cloud, *links]:

@@ -2,24 +2,27 @@
 
 import pytest
 
+from agilenn.measured import SCHEMA, MeasuredSchemes
 from simulation import compare
 from tests.test_sim_model import device, link
 
 LAYER = {"name": "l", "op": "conv", "macs": 100_000, "inner": 64, "weight_bytes": 100, "in_bytes": 10, "out_bytes": 10}
 
 
-def measured():
+def measured() -> MeasuredSchemes:
     def scheme(name, kind, accuracy, payload, layers):
         return {"name": name, "kind": kind, "accuracy": accuracy, "payload_bytes": payload, "encode_symbols": 0,
-                "input_bytes": 10, "device_layers": layers, "cloud_layers": []}
+                "input_bytes": 10, "device_layers": layers, "cloud_layers": [],
+                **({"levels": 4, "offloaded_channels": 1, "codec": "range-v1"} if kind == "agilenn" else {})}
 
-    return {"schema": compare.SCHEMA, "dataset": "toy", "samples": 1,
-            "protocol": {"request_overhead_bytes": 0, "response_bytes": 0, "raw_response_bytes": 0},
-            "schemes": [scheme("agilenn", "agilenn", 0.90, 100.0, [LAYER]),  # 0.5 + 10 ms on device
-                        scheme("local-a", "local-only", 0.89, 0.0, [LAYER] * 8),  # 0.5 + 80 ms
-                        scheme("local-b", "local-only", 0.80, 0.0, [LAYER]),
-                        scheme("full-offload", "full-offload", 0.92, 1100.0, [])],
-            "cuts": [], "tradeoff": []}
+    return MeasuredSchemes.model_validate({
+        "schema": SCHEMA, "dataset": "toy", "samples": 1, "raw_input_bytes": 10, "classes": 2,
+        "protocol": {"request_overhead_bytes": 0, "response_bytes": 0, "raw_response_bytes": 0},
+        "schemes": [scheme("agilenn", "agilenn", 0.90, 100.0, [LAYER]),  # 0.5 + 10 ms on device
+                    scheme("local-a", "local-only", 0.89, 0.0, [LAYER] * 8),  # 0.5 + 80 ms
+                    scheme("local-b", "local-only", 0.80, 0.0, [LAYER]),
+                    scheme("full-offload", "full-offload", 0.92, 1100.0, [])],
+        "cuts": [], "tradeoff": []})
 
 
 def toy_link():
@@ -48,6 +51,6 @@ def test_crossover_is_where_the_extra_bytes_cost_the_device_time():
 
 def test_crossover_reports_a_baseline_that_never_wins():
     data = measured()
-    data["schemes"][3]["payload_bytes"] = 50.0  # fewer bytes and no device work: full offload always wins
+    data.schemes[3].payload_bytes = 50.0  # fewer bytes and no device work: full offload always wins
     detail = compare.crossover(data, "full-offload", device(), toy_link(), device(fixed_ms=0.0))
     assert detail == {"kbps": None, "agilenn_faster": "at no rate", "range_kbps": list(compare.SWEEP_KBPS)}

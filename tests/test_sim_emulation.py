@@ -17,11 +17,17 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def measured(tiny_bundle):
+    import numpy as np
+
+    from agilenn.measured import SCHEMA, MeasuredSchemes
     from partitioner.simdata import measure_agilenn, protocol_overheads
     from partitioner.testing import synthetic_dataset
 
-    return {"schemes": [measure_agilenn(tiny_bundle.folder, synthetic_dataset().test)],
-            "protocol": protocol_overheads(tiny_bundle)}
+    test = synthetic_dataset().test
+    return MeasuredSchemes(schema=SCHEMA, dataset="synthetic", samples=len(test),
+                           raw_input_bytes=int(np.prod(tiny_bundle.manifest.input.shape)),
+                           classes=len(tiny_bundle.manifest.labels), protocol=protocol_overheads(tiny_bundle),
+                           schemes=[measure_agilenn(tiny_bundle.folder, test)], cuts=[], tradeoff=[])
 
 
 def test_emulated_links_delay_and_shape_like_the_profiles(tiny_bundle, measured):

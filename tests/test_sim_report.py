@@ -14,6 +14,7 @@ def measured_file(tiny_bundle, tmp_path_factory):
     import torch
 
     from partitioner.baselines import BaselineConfig, train_and_export
+    from agilenn.measured import write_measured
     from partitioner.simdata import build
     from partitioner.testing import synthetic_dataset
 
@@ -40,26 +41,24 @@ def measured_file(tiny_bundle, tmp_path_factory):
     variants = tmp_path_factory.mktemp("variants")
     export_bundle(tuned.model, tuned.reference_extractor, variant, dataset, variants / "tiny-l2")
     data = build(tiny_bundle.folder, folder, dataset=dataset, variants=variants)
-    path = folder / "measured.json"
-    path.write_text(json.dumps(data))
-    return path
+    return write_measured(folder / "measured.json", data)
 
 
 def test_measured_file_holds_every_scheme_and_cut(measured_file):
     data = compare.load_measured(measured_file)
-    kinds = {s["name"]: s["kind"] for s in data["schemes"]}
+    kinds = {s.name: s.kind for s in data.schemes}
     assert kinds == {"agilenn": "agilenn", "local-tiny": "local-only", "local-large": "local-only",
                      "full-offload": "full-offload", "deepcod": "deepcod"}
-    names = [c["name"] for c in data["cuts"]]
+    names = [c.name for c in data.cuts]
     assert names[0] == "input" and names[-1] == "logits" and len(names) >= 4
-    agile = next(s for s in data["schemes"] if s["kind"] == "agilenn")
-    assert agile["payload_bytes"] > 0 and agile["device_layers"] and agile["cloud_layers"]
+    agile = data.scheme("agilenn")
+    assert agile.payload_bytes > 0 and agile.device_layers and agile.cloud_layers
     # the bundle hash (71 bytes) is named once per stream, not in every request
-    assert 14 < data["protocol"]["request_overhead_bytes"] < 71
-    curve = {p["name"]: p for p in data["tradeoff"] if p["family"] == "agilenn"}
+    assert 14 < data.protocol.request_overhead_bytes < 71
+    curve = {p.name: p for p in data.tradeoff if p.family == "agilenn"}
     assert set(curve) == {"agilenn", "tiny-l2"}
-    assert (curve["agilenn"]["levels"], curve["tiny-l2"]["levels"]) == (4, 2)
-    assert curve["tiny-l2"]["device_macs"] == curve["agilenn"]["device_macs"] > 0
+    assert (curve["agilenn"].levels, curve["tiny-l2"].levels) == (4, 2)
+    assert curve["tiny-l2"].device_macs == curve["agilenn"].device_macs > 0
 
 
 def test_simulate_json_has_the_promised_fields(measured_file, capsys):
@@ -117,7 +116,7 @@ def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_fil
     from partitioner.testing import synthetic_dataset
 
     dataset = synthetic_dataset()
-    ref = load_reference(tiny_bundle.folder / "partitioner.pt")
+    ref = load_reference(tiny_bundle.folder / tiny_bundle.manifest.files["checkpoint"])
     full = export_cut(ref, "input", dataset, tmp_path / "full-offload", codec="zlib-v1")
     assert full.manifest.metrics["accuracy"] == pytest.approx(tiny_bundle.manifest.metrics["accuracy_reference"])
     assert full.manifest.metrics["payload_bytes_median"] < 16 * 16  # zlib beats the raw bytes
