@@ -1,7 +1,8 @@
 """Measure every scheme once for the simulator: `agilenn simulate` then needs no torch.
 
     python -m partitioner.simdata --agilenn bundles/fashion-mnist --baselines bundles/baselines \
-        --out bundles/baselines/measured.json [--export-splits] [--variants bundles/variants]
+        --out bundles/baselines/measured.json [--export-splits [--export-cut extractor.3]] \
+        [--variants bundles/variants]
 
 Per scheme: test accuracy with the exported ONNX models, real encoded bytes per inference
 (median over the test set), the device part's per-layer table (MACs, inner-product length,
@@ -33,11 +34,15 @@ from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
 from partitioner.export import DeviceModule, RemoteModule
 from partitioner.layers import layer_table
-from partitioner.splits import export_cut, load_reference, measure_cuts
+from partitioner.splits import Reference, export_cut, load_reference, measure_cuts
 
 log = logging.getLogger(__name__)
 
 GRPC_FRAMING_BYTES = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header
+
+
+class UnknownCutError(ValueError):
+    """--export-cut names no cut a layer split can be exported at."""
 
 
 def protocol_overheads(bundle: Bundle) -> ProtocolOverheads:
@@ -112,11 +117,22 @@ def _from_cut(name: str, kind: SchemeKind, cut: CutRecord, input_bytes: int) -> 
                   device_layers=cut.device_layers, cloud_layers=cut.cloud_layers)
 
 
+def split_cut_names(ref: Reference) -> list[str]:
+    """The cuts a layer split can be exported at: neither the raw input (full offload) nor the logits."""
+    return [name for name, _ in ref.cut_points if name not in ("input", "logits")]
+
+
 def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
-          export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None
-          ) -> MeasuredSchemes:
+          export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None,
+          export_cut_name: str | None = None) -> MeasuredSchemes:
+    """Measure every scheme. With `export_splits`, also write full offload as a bundle, and the layer
+    split at `export_cut_name` when one is given."""
     torch.set_num_threads(1)
     bundle = Bundle(agilenn)
+    ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
+    if export_cut_name is not None and export_cut_name not in split_cut_names(ref):
+        raise UnknownCutError(f"--export-cut {export_cut_name!r} is not an interior cut of the reference network; "
+                              f"choose one of {', '.join(split_cut_names(ref))}")
     if dataset is None:
         dataset = load_dataset(dataset_name or bundle.manifest.config["dataset"])
     split = dataset.test.head(test_limit)
@@ -133,7 +149,6 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
     # AgileNN at other bit widths and channel counts (configs/variants): more points of its curve
     agilenn_points = [schemes[0]] + [measure_agilenn(folder, split, Bundle(folder).manifest.name)
                                      for folder in _variant_folders(variants, bundle)]
-    ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
     cuts = [CutRecord.model_validate(c) for c in measure_cuts(ref, dataset, test_limit=test_limit)]
     by_name = {c.name: c for c in cuts}
     schemes.append(_from_cut("local-large", "local-only", by_name["logits"], input_bytes))
@@ -151,8 +166,12 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
         tradeoff=[_point(s, "agilenn") for s in agilenn_points] + [_point(s, "deepcod") for s in tradeoff])
     if export_splits:
         export_cut(ref, "input", dataset, baselines / "full-offload", codec=by_name["input"].codec)
-        best = _default_split(data)
-        export_cut(ref, best, dataset, baselines / "layer-split", codec=by_name[best].codec)
+        if export_cut_name is None:
+            log.warning("no layer split exported: pass --export-cut NAME, the cut `agilenn simulate` names in its "
+                        "layer-split row for the device and link of interest")
+        else:
+            export_cut(ref, export_cut_name, dataset, baselines / "layer-split",
+                       codec=by_name[export_cut_name].codec)
     return data
 
 
@@ -177,15 +196,6 @@ def _variant_folders(parent: Path | None, main: Bundle) -> list[Path]:
     return folders
 
 
-def _default_split(data: MeasuredSchemes, device: str = "stm32f746-216mhz", link: str = "wifi-6mbps") -> str:
-    """The cut the simulator chooses for the paper's main setting (exported as a bundle)."""
-    from simulation.compare import split_cuts
-    from simulation.cuts import choose_cut
-    from simulation.profiles import load_device, load_link
-
-    return choose_cut(split_cuts(data), load_device(device), load_link(link), load_device("host")).cut.name
-
-
 def _point(scheme: Scheme, family: str) -> TradeoffPoint:
     return TradeoffPoint(family=family, name=scheme.name, accuracy=scheme.accuracy,
                          payload_bytes=scheme.payload_bytes, levels=scheme.levels,
@@ -205,12 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
     parser.add_argument("--export-splits", action="store_true",
-                        help="also export full offload and the layer split chosen for stm32f746-216mhz over "
-                             "wifi-6mbps as bundles")
+                        help="also export full offload (BASELINES/full-offload) and, with --export-cut, the "
+                             "layer split (BASELINES/layer-split) as bundles")
+    parser.add_argument("--export-cut", default=None, metavar="NAME",
+                        help="with --export-splits: the cut of the reference network to export the layer split "
+                             "at, e.g. extractor.3. `agilenn simulate --device D --link L` names the cut it "
+                             "chooses for that device and link in its layer-split row (\"best cut for this "
+                             "device and link: after 'NAME'\"); without --export-cut no layer split is exported")
     args = parser.parse_args(argv)
+    if args.export_cut is not None and not args.export_splits:
+        parser.error("--export-cut names the layer split to export; it needs --export-splits")
     logging.basicConfig(level=logging.WARNING)
-    data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
-                 variants=args.variants)
+    try:
+        data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
+                     variants=args.variants, export_cut_name=args.export_cut)
+    except UnknownCutError as exc:
+        parser.error(str(exc))
     write_measured(args.out, data)
     summary = {s.name: {"accuracy": round(s.accuracy, 4), "payload_bytes": s.payload_bytes} for s in data.schemes}
     print(json.dumps(summary))
