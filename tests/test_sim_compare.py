@@ -4,7 +4,7 @@ import pytest
 
 from agilenn.measured import SCHEMA, MeasuredSchemes
 from simulation import compare
-from tests.test_sim_model import device, link
+from sim_helpers import device, link
 
 LAYER = {"name": "l", "op": "conv", "macs": 100_000, "inner": 64, "weight_bytes": 100, "in_bytes": 10, "out_bytes": 10}
 

@@ -5,26 +5,7 @@ import math
 import pytest
 
 from simulation.model import Layer, Workload, compute_ms, energy_mj, latency, memory, packets, transfer_ms
-from simulation.profiles import DeviceProfile, LinkProfile
-
-
-def device(**compute) -> DeviceProfile:
-    return DeviceProfile.model_validate({
-        "name": "toy", "description": "toy", "kind": "microcontroller", "calibration": "estimate",
-        "source": "hand-made for tests",
-        "compute": {"macs_per_s": 1e6, "dense_macs_per_s": 1e7, "dense_inner_min": 16, "fixed_ms": 0.5,
-                    "encode_ns_per_symbol": 1000.0, **compute},
-        "memory": {"sram_bytes": 10_000, "flash_bytes": 50_000, "runtime_sram_bytes": 1_000,
-                   "runtime_flash_bytes": 20_000},
-        "power": {"compute_mw": 100.0, "transmit_mw": 400.0, "receive_mw": 200.0},
-    })
-
-
-def link(**fields) -> LinkProfile:
-    data = {"name": "toy", "description": "toy", "calibration": "estimate", "source": "hand-made for tests",
-            "uplink_bps": 8000.0, "rtt_ms": 10.0, "mtu_bytes": 110, "packet_overhead_bytes": 10}
-    data.update(fields)
-    return LinkProfile.model_validate(data)
+from sim_helpers import device, link
 
 
 LAYERS = (Layer("conv1", "conv", macs=9_000, inner=9, weight_bytes=300, in_bytes=100, out_bytes=400),
