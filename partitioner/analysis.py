@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from agilenn.datasets import Split
+from partitioner.checkpoint import load_bundle_checkpoint
 from partitioner.config import PartitionConfig
 from partitioner.data import batches, to_tensors
 from partitioner.importance import integrated_gradients, skewness
@@ -17,7 +18,8 @@ from partitioner.model import AgileNN
 
 
 def load_checkpoint(path: str | Path) -> tuple[AgileNN, PartitionConfig]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """The trained split of a bundle's checkpoint (see partitioner.checkpoint)."""
+    state = load_bundle_checkpoint(path)
     config = PartitionConfig.model_validate(state["config"])
     model = AgileNN(config, tuple(state["input_shape"]), state["num_classes"])
     model.load_state_dict(state["model"])

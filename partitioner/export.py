@@ -22,6 +22,7 @@ from agilenn.datasets import Dataset
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import run_batched
 from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
+from partitioner.checkpoint import save_bundle_checkpoint
 from partitioner.config import PartitionConfig
 from partitioner.layers import count_macs
 from partitioner.analysis import measure_skewness
@@ -29,8 +30,6 @@ from partitioner.model import AgileNN, Normalise
 from partitioner.quantizer import nearest_centroid
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "partitioner.pt"
 
 
 class ExportVerificationError(RuntimeError):
@@ -149,10 +148,8 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
         (_, train_indices) = run_torch(device, train_images)
         codec_entry = fit_codec(config.export.codec, train_indices, model.quantizer.levels)
 
-        torch.save({"config": config.model_dump(mode="json"), "model": model.state_dict(),
-                    "reference_extractor": reference_extractor.state_dict(),
-                    "input_shape": list(input_shape), "num_classes": dataset.num_classes},
-                   writer.folder / CHECKPOINT_FILE)
+        checkpoint = save_bundle_checkpoint(writer.folder, model, reference_extractor, config, input_shape,
+                                            dataset.num_classes)
         manifest = Manifest(
             name=config.name,
             input=InputSpec(shape=input_shape, dtype="float32", mean=config.mean, std=config.std),
@@ -163,11 +160,11 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
             codec=codec_entry,
             mixing=MixingSpec(alpha_local=model.alpha().item()),
             files={"device": DEVICE_MODEL, "remote": REMOTE_MODEL, "reference": REFERENCE_MODEL,
-                   "checkpoint": CHECKPOINT_FILE},
+                   "checkpoint": checkpoint},
             device_macs=count_macs(device, example),
             config=config.model_dump(mode="json"),
             metrics={"verification": verification},
         )
         writer.write_manifest(manifest, test,
-                              measure=lambda folder: measure_skewness(folder / CHECKPOINT_FILE, test))
+                              measure=lambda folder: measure_skewness(folder / checkpoint, test))
     return Bundle(out)

@@ -26,6 +26,7 @@ from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manif
                             SplitSpec)
 from agilenn.codec import RangeCodec, ZlibCodec
 from agilenn.datasets import Dataset
+from partitioner.checkpoint import load_any_checkpoint
 from partitioner.config import PartitionConfig
 from partitioner.bundle_writer import BundleWriter
 from partitioner.layers import layer_table
@@ -46,8 +47,8 @@ class Reference:
 def load_reference(checkpoint: str | Path, input_shape: tuple[int, int, int] | None = None,
                    num_classes: int | None = None) -> Reference:
     """The unsplit reference network (pre-trained extractor + frozen reference head) of a bundle's
-    `partitioner.pt` or of a training run's `checkpoint.pt`."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    checkpoint file or of a training run's `checkpoint.pt`."""
+    state = load_any_checkpoint(checkpoint)
     config = PartitionConfig.model_validate(state["config"])
     input_shape = tuple(state.get("input_shape") or input_shape)  # type: ignore[arg-type]
     num_classes = int(state.get("num_classes") or num_classes)

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agilenn.datasets import Dataset, load_dataset
+from partitioner.checkpoint import BUNDLE_CHECKPOINT, load_any_checkpoint, load_run_checkpoint
 from partitioner.config import Joint, Optimiser, PartitionConfig
 from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
@@ -94,7 +95,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_run_checkpoint(path)
         polish_started = state["stage"] == "polish" or state.get("polished", False)
         # through the schema, so that settings added since (at their defaults) do not count as changes
         try:
@@ -122,11 +123,11 @@ class Trainer:
         count, a predictor's first layer for another k) starts fresh, then the joint stages run."""
         path = source
         if source.is_dir():
-            path = next((source / name for name in (CHECKPOINT, "partitioner.pt") if (source / name).exists()),
+            path = next((source / name for name in (CHECKPOINT, BUNDLE_CHECKPOINT) if (source / name).exists()),
                         source / CHECKPOINT)
         if not path.exists():
             raise FileNotFoundError(f"fine_tune_from: no checkpoint at {path}; train or export that split first")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_any_checkpoint(path)
         if state.get("stage", "done") != "done":
             raise ValueError(f"fine_tune_from: {path} is still at stage {state['stage']!r}; finish that run first")
         theirs = state["config"]

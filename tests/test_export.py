@@ -23,8 +23,9 @@ def test_bundle_holds_verified_models_and_measured_metrics(tiny_bundle):
     assert len(m.quantizer.centroids) == m.quantizer.levels == m.codec["levels"]
 
 
-def test_onnx_models_reproduce_the_torch_split(tiny_bundle):
-    model, config = load_checkpoint(tiny_bundle.folder / "partitioner.pt")
+def test_onnx_models_reproduce_the_torch_split(trained_tiny_bundle):
+    tiny_bundle = trained_tiny_bundle
+    model, config = load_checkpoint(tiny_bundle.folder / tiny_bundle.manifest.files["checkpoint"])
     images = synthetic_dataset(test=32, seed=3).test.images.astype(np.float32)
     local, indices = tiny_bundle.session("device").run(None, {"image": images})
     (remote,) = tiny_bundle.session("remote").run(None, {"remote_indices": indices})
@@ -36,8 +37,9 @@ def test_onnx_models_reproduce_the_torch_split(tiny_bundle):
     assert np.array_equal(mixed.argmax(1), out.mixed_logits.argmax(1).numpy())
 
 
-def test_export_refuses_a_bundle_that_disagrees_with_torch(tiny_bundle, tmp_path):
-    model, config = load_checkpoint(tiny_bundle.folder / "partitioner.pt")
+def test_export_refuses_a_bundle_that_disagrees_with_torch(trained_tiny_bundle, tmp_path):
+    tiny_bundle = trained_tiny_bundle
+    model, config = load_checkpoint(tiny_bundle.folder / tiny_bundle.manifest.files["checkpoint"])
     device, remote = DeviceModule(model, config).eval(), RemoteModule(model).eval()
     images = synthetic_dataset(seed=4).test.images.astype(np.float32)
     # The ONNX files stay as exported; the torch side drifts, as a wrong export would.

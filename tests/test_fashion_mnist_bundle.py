@@ -52,6 +52,6 @@ def test_recorded_skewness_targets(bundle):
 def test_skewness_targets_remeasured(bundle):
     from partitioner.analysis import measure_skewness
 
-    result = measure_skewness(BUNDLE / "partitioner.pt", load_dataset("fashion-mnist").test)
+    result = measure_skewness(BUNDLE / bundle.manifest.files["checkpoint"], load_dataset("fashion-mnist").test)
     assert result["skewness_trapezoid"] >= 0.80
     assert result["skewness_ig32"] >= 0.70
