@@ -24,6 +24,11 @@ import numpy as np
 from agilenn.measured import LayerRow, MeasuredSchemes
 
 DENSE_INNER_MIN = 16
+WORKER_STOP_TIMEOUT_S = 5.0
+
+
+class CalibrationError(RuntimeError):
+    """A measurement that produced nothing to report."""
 
 
 def _time_session(path: Path, feed: np.ndarray, repeats: int) -> float:
@@ -47,25 +52,33 @@ def _split_macs(layers: list[LayerRow]) -> tuple[int, int]:
 
 
 def models(measured: MeasuredSchemes) -> list[tuple[str, Path, np.ndarray, list[LayerRow]]]:
-    """(label, onnx file, one input, layer table) for every model the measured file can locate."""
+    """(label, onnx file, one input, layer table) for every model the measured file can locate.
+
+    Each input has the shape its own folder states (a bundle's manifest, a local-only baseline's
+    baseline.json): the schemes need not share one input size."""
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (1, 1, 28, 28)).astype(np.float32)
+
+    def image(shape: list[int]) -> np.ndarray:
+        return rng.integers(0, 256, (1, *shape)).astype(np.float32)
+
     out = []
     for s in measured.schemes:
         folder = Path(s.bundle or "")
         if s.kind == "local-only" and (folder / "model.onnx").exists():
-            out.append((s.name, folder / "model.onnx", image, s.device_layers))
+            # written by partitioner.baselines.export_local_only
+            shape = json.loads((folder / "baseline.json").read_text())["input_shape"]
+            out.append((s.name, folder / "model.onnx", image(shape), s.device_layers))
         elif s.kind in ("agilenn", "deepcod") and (folder / "device.onnx").exists():
             manifest = json.loads((folder / "manifest.json").read_text())
-            shape = [manifest["split"]["remote_channels"], *manifest["split"]["feature_shape"][1:]]
-            levels = manifest["quantizer"]["levels"]
-            indices = rng.integers(0, levels, (1, *shape)).astype(np.uint8)
-            out.append((f"{s.name}/device", folder / "device.onnx", image, s.device_layers))
+            feed = image(manifest["input"]["shape"])
+            remote_shape = [manifest["split"]["remote_channels"], *manifest["split"]["feature_shape"][1:]]
+            indices = rng.integers(0, manifest["quantizer"]["levels"], (1, *remote_shape)).astype(np.uint8)
+            out.append((f"{s.name}/device", folder / "device.onnx", feed, s.device_layers))
             out.append((f"{s.name}/remote", folder / "remote.onnx", indices, s.cloud_layers))
             if s.kind == "agilenn" and (folder / "reference.onnx").exists():
                 ref = next((c for c in measured.cuts if c.name == "logits"), None)
                 if ref is not None:
-                    out.append(("reference", folder / "reference.onnx", image, ref.device_layers))
+                    out.append(("reference", folder / "reference.onnx", feed, ref.device_layers))
     return out
 
 
@@ -132,7 +145,14 @@ def _service_overhead(measured: MeasuredSchemes, remote_ms: float, count: int = 
                 time.sleep(IDLE_GAP_S)
     finally:
         worker.terminate()
-        worker.wait(5)
+        try:
+            worker.wait(WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # a worker stuck in start-up or shutdown must not outlive us
+            worker.kill()
+            worker.wait()
+    if not rtts:
+        raise CalibrationError(f"no round trip to measure: none of {count} requests to the worker serving {folder} "
+                               "was answered remotely (deadline passed or the stream failed each time)")
     rtt = float(np.median(rtts))
     return {"loopback_round_trip_ms_p50": rtt, "remote_model_ms": remote_ms,
             "request_overhead_ms": max(rtt - remote_ms, 0.0), "requests": len(rtts)}

@@ -246,11 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
     args.argv = argv  # what calibrate records as its command; sys.argv is another program's in-process
+    from simulation.calibrate import CalibrationError
     from simulation.plotting import ReportUnavailable
 
     try:
         return globals()[f"cmd_{args.command}"](args)
-    except (ProfileError, compare.MeasuredDataError, ReportUnavailable) as exc:
+    except (ProfileError, compare.MeasuredDataError, ReportUnavailable, CalibrationError) as exc:
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 1
 
