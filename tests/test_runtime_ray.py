@@ -73,18 +73,24 @@ def test_worker_processes_do_not_import_torch(service):
 @pytest.mark.parametrize("service", [1], indirect=True)
 def test_a_killed_worker_costs_no_input_and_offloading_resumes(service, tiny_bundle, images):
     config = DeviceConfig(cloud=service.endpoints, deadline_ms=2000, reconnect_initial_s=0.02, reconnect_max_s=0.25)
-    results = []
+    results, fed = [], []
+
+    def infer(image):
+        fed.append(image)
+        results.append(agent.infer(image, sample_id=f"sample-{len(fed) - 1}"))
+        return results[-1]
+
     with DeviceAgent(tiny_bundle, config) as agent:
         assert agent.wait_ready(60)
-        results += [agent.infer(image) for image in images[:5]]
+        for image in images[:5]:
+            infer(image)
         pid = service.workers[0]["pid"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 120
         resumed = False
         i = 0
         while time.monotonic() < deadline:
-            result = agent.infer(images[i % len(images)])
-            results.append(result)
+            result = infer(images[i % len(images)])
             i += 1
             if result.source == MIXED and any(r.source == LOCAL_FALLBACK for r in results):
                 resumed = True
@@ -93,10 +99,18 @@ def test_a_killed_worker_costs_no_input_and_offloading_resumes(service, tiny_bun
         restarted = service.wait_restarted(0, pid, timeout_s=60)
     assert restarted["pid"] != pid and restarted["endpoint"] == service.endpoints[0]
     assert resumed, "offloading did not resume after Ray restarted the worker"
-    assert len(results) == 5 + i  # every input answered
+    # every input answered once, in order, under its own id
+    assert [(r.index, r.id) for r in results] == [(k, f"sample-{k}") for k in range(len(fed))]
     fallbacks = [r for r in results if r.source == LOCAL_FALLBACK]
     assert fallbacks and all(r.reason for r in fallbacks)
     assert all(r.source in (MIXED, LOCAL_FALLBACK) for r in results)
+    # and each answer is its own input's: the mixed prediction when offloaded, the local one otherwise
+    local, indices = tiny_bundle.session("device").run(None, {"image": tiny_bundle.prepare(np.stack(fed))})
+    (remote,) = tiny_bundle.session("remote").run(None, {"remote_indices": indices})
+    mixed = tiny_bundle.mix(local, remote)
+    assert [r.local_label for r in results] == local.argmax(1).tolist()
+    assert [r.label for r in results] == [int((mixed if r.source == MIXED else local)[k].argmax())
+                                          for k, r in enumerate(results)]
 
 
 def test_demo_runs_end_to_end_on_the_shared_ray(local_ray, tiny_bundle):
