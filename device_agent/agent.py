@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -50,14 +50,11 @@ class Result:
     payload_bytes: int | None = None
     worker_id: str | None = None
     id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["probabilities"] = [round(p, 6) for p in self.probabilities]
         data["timings_ms"] = {k: (None if v is None else round(v, 4)) for k, v in self.timings_ms.items()}
-        extra = data.pop("extra")
-        data.update(extra)
         return data
 
 

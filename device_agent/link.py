@@ -28,14 +28,13 @@ _END = object()
 class Slot:
     """Where the answer to one request lands."""
 
-    __slots__ = ("event", "response", "failure", "sent_at", "answered_at")
+    __slots__ = ("event", "response", "failure", "sent_at")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.response: inference_pb2.InferResponse | None = None
         self.failure: str | None = None
         self.sent_at = 0.0
-        self.answered_at = 0.0
 
 
 def _requests(outbox: queue.SimpleQueue):
@@ -189,7 +188,6 @@ class Link:
             slot = self._pending.pop(response.request_id, None)
         if slot is None:
             return  # its deadline passed and it was answered locally
-        slot.answered_at = self._clock()
         slot.response = response
         slot.event.set()
         if response.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
