@@ -177,6 +177,7 @@ _REGISTRY: dict[str, Callable[[], Dataset]] = {
     "mnist-5k": _mnist_5k,
     "digits": _digits,
 }
+_BUILT_IN = frozenset(_REGISTRY)
 
 
 def register_dataset(name: str, loader: Callable[[], Dataset]) -> None:
@@ -184,6 +185,15 @@ def register_dataset(name: str, loader: Callable[[], Dataset]) -> None:
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
     _REGISTRY[name] = loader
+
+
+def unregister_dataset(name: str) -> None:
+    """Take back a name `register_dataset` gave (a test cleaning up, a plugin unloading)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"dataset {name!r} is built-in and stays registered")
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}")
+    del _REGISTRY[name]
 
 
 def available_datasets() -> list[str]:

@@ -19,6 +19,7 @@ from torch import nn
 from agilenn.config_files import UnknownNameError
 
 _NETWORKS: dict[str, Callable[..., nn.Module]] = {}
+_BUILT_IN_MODULE = "partitioner.networks"  # registers the built-ins when first imported
 
 
 def register_network(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -29,6 +30,17 @@ def register_network(name: str) -> Callable[[Callable[..., nn.Module]], Callable
         return factory
 
     return decorate
+
+
+def unregister_network(name: str) -> None:
+    """Take back a name `register_network` gave (a test cleaning up, a plugin unloading)."""
+    _load_builtins()
+    factory = _NETWORKS.get(name)
+    if factory is None:
+        raise UnknownNameError(f"unknown network {name!r}; registered networks: {', '.join(sorted(_NETWORKS))}")
+    if factory.__module__ == _BUILT_IN_MODULE:
+        raise ValueError(f"network {name!r} is built-in and stays registered")
+    del _NETWORKS[name]
 
 
 def available_networks() -> list[str]:

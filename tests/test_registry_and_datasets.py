@@ -5,11 +5,23 @@ import pytest
 from pydantic import ValidationError
 from torch import nn
 
-from agilenn.datasets import (FASHION_MNIST_DIR_ENV, Dataset, DatasetUnavailableError, load_dataset, read_idx,
-                              register_dataset)
+from agilenn.config_files import UnknownNameError
+from agilenn.datasets import (FASHION_MNIST_DIR_ENV, Dataset, DatasetUnavailableError, available_datasets,
+                              load_dataset, read_idx, register_dataset, unregister_dataset)
 from partitioner.model import AgileNN
-from partitioner.registry import build_network, register_network
+from partitioner.registry import available_networks, build_network, register_network, unregister_network
 from partitioner.testing import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def registries_left_as_found():
+    """Whatever a test registers is unregistered after it: later tests see the built-ins only."""
+    datasets, networks = set(available_datasets()), set(available_networks())
+    yield
+    for name in set(available_datasets()) - datasets:
+        unregister_dataset(name)
+    for name in set(available_networks()) - networks:
+        unregister_network(name)
 
 
 def test_unknown_network_lists_the_registered_ones():
@@ -93,8 +105,33 @@ def test_user_arrays_become_a_dataset():
         Dataset.from_arrays(np.zeros((5, 8, 8)), np.zeros(4), np.zeros((1, 8, 8)), np.zeros(1))
 
 
+def test_unregistering_takes_a_name_back_and_keeps_the_built_ins():
+    data = Dataset.from_arrays(np.zeros((2, 4, 4)), np.arange(2), np.zeros((1, 4, 4)), np.zeros(1))
+    register_dataset("test-gone", lambda: data)
+    unregister_dataset("test-gone")
+    with pytest.raises(UnknownNameError, match="unknown dataset 'test-gone'"):
+        load_dataset("test-gone")
+    with pytest.raises(UnknownNameError, match="unknown dataset 'test-gone'"):
+        unregister_dataset("test-gone")
+    with pytest.raises(ValueError, match="built-in"):
+        unregister_dataset("digits")
+
+    register_network("test-gone")(nn.Identity)
+    unregister_network("test-gone")
+    with pytest.raises(UnknownNameError, match="unknown network 'test-gone'"):
+        build_network("test-gone")
+    with pytest.raises(ValueError, match="built-in"):
+        unregister_network("mlp-head")
+    register_network("test-gone")(nn.Identity)  # the name is free again
+
+
 def test_builtin_small_datasets_load():
     digits = load_dataset("digits")
     assert digits.input_shape == (1, 8, 8) and len(digits.train) + len(digits.test) == 1797
     mnist = load_dataset("mnist-5k")
     assert mnist.input_shape == (1, 28, 28) and len(mnist.train) + len(mnist.test) == 5000
+
+
+def test_the_tests_above_left_nothing_registered():
+    # runs last in this file: the registering tests above (a network, a dataset) cleaned up after themselves
+    assert not [name for name in available_datasets() + available_networks() if name.startswith("test-")]
