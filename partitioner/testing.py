@@ -1,12 +1,21 @@
-"""Tiny, quick data and bundles for tests of every package (trains in seconds on a CPU)."""
+"""Tiny, quick data and bundles for tests of every package (trains in seconds on a CPU).
+
+`python -m partitioner.testing --write tests/data/tiny-bundle` regenerates the tiny bundle that the
+tests without torch load; tests/test_tiny_bundle_is_current.py checks that it is current.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from agilenn.bundle import Bundle
+from agilenn.bundle import Bundle, write_manifest
 from agilenn.datasets import Dataset
 from partitioner.config import PartitionConfig
 
@@ -70,3 +79,54 @@ def make_tiny_bundle(folder: str | Path, seed: int = 0) -> Bundle:
     dataset = synthetic_dataset(seed=seed)
     result = Trainer(config, folder.parent / f".{folder.name}-run", dataset=dataset, progress=False).run()
     return export_bundle(result.model, result.reference_extractor, config, dataset, folder, overwrite=True)
+
+
+# Read by torch's kernels when torch loads, so set before that. On one machine one-thread training
+# is bit-exact anyway; across machines the vectorised kernels that ATen and MKL pick by instruction
+# set (AVX2, AVX-512, AMX) round differently and change the weights' last bits. These pins take
+# ATen's generic kernels and MKL's reproducible mode; oneDNN is switched off in write_test_bundle.
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1"}
+# The torch weights are left out: only offline analysis reads them, and the ONNX files decide
+# every prediction (the bundle hash does not cover them either).
+LEFT_OUT_ROLES = ("checkpoint",)
+
+
+def write_test_bundle(folder: str | Path) -> Bundle:
+    """The tiny bundle as committed for tests: trained with portable numerics, without the torch weights.
+
+    Run it in a fresh process with PORTABLE_NUMERICS set (`python -m partitioner.testing --write`)."""
+    import torch
+
+    from partitioner.bundle_writer import BundleWriter
+
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        raise RuntimeError("torch loaded before the portable numerics were pinned; "
+                           "run python -m partitioner.testing --write FOLDER")
+    # oneDNN picks its convolution kernels by instruction set and cache sizes; ATen's own path does not.
+    torch.backends.mkldnn.enabled = False
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        trained = make_tiny_bundle(Path(scratch) / "bundle")
+        files = {role: name for role, name in trained.manifest.files.items() if role not in LEFT_OUT_ROLES}
+        with BundleWriter(folder) as writer:
+            for name in files.values():
+                shutil.copyfile(trained.folder / name, writer.folder / name)
+            write_manifest(writer.folder, trained.manifest.model_copy(update={"files": files}))
+    return Bundle(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m partitioner.testing", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", metavar="FOLDER", required=True,
+                        help="train the tiny bundle and write it to FOLDER (replaced)")
+    args = parser.parse_args(argv)
+    if "torch" in sys.modules:
+        raise SystemExit("torch is already loaded: the portable numerics cannot be pinned in this process")
+    os.environ.update(PORTABLE_NUMERICS)
+    bundle = write_test_bundle(args.write)
+    print(bundle.bundle_hash)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
