@@ -1,9 +1,42 @@
+import shutil
+from pathlib import Path
+
 import pytest
+
+# Written by `python -m partitioner.testing --write tests/data/tiny-bundle`; test_tiny_bundle_is_current.py
+# checks that it is what that command trains.
+COMMITTED_TINY_BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+# What a worker's gRPC server needs beyond the device extra: the cloud extra's serving parts (no Ray).
+WORKER_SERVER_MODULES = ("grpc_health", "grpc_reflection", "prometheus_client")
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    """A real bundle trained in seconds on synthetic 16x16 data (see partitioner.testing)."""
+    """The committed tiny bundle (4 classes of 16x16 images), copied so that no test can change the
+    committed files; ONNX files and manifest only, so tests of the device, the cloud and the codec
+    need no torch. Tests that need the torch weights take `trained_tiny_bundle`."""
+    from agilenn.bundle import Bundle
+
+    folder = tmp_path_factory.mktemp("tiny") / "bundle"
+    shutil.copytree(COMMITTED_TINY_BUNDLE, folder)
+    return Bundle(folder)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_bundle(tmp_path_factory):
+    """The tiny config trained and exported here, torch weights included (a few seconds on a CPU)."""
+    pytest.importorskip("torch", reason="trains a bundle: needs the train extra")
     from partitioner.testing import make_tiny_bundle
 
-    return make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+    return make_tiny_bundle(tmp_path_factory.mktemp("trained-tiny") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def worker_server():
+    """`with worker_server(bundle, config) as server:` one worker's gRPC server on a thread (no Ray).
+    Tests that take it skip on a device-only install."""
+    for name in WORKER_SERVER_MODULES:
+        pytest.importorskip(name, reason="starts a worker server: needs the cloud extra")
+    from cloud_worker.testing import ServerThread
+
+    return ServerThread

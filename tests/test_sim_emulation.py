@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def measured(tiny_bundle):
+def measured(trained_tiny_bundle):
+    tiny_bundle = trained_tiny_bundle  # measured through its torch weights
     import numpy as np
 
     from agilenn.measured import SCHEMA, MeasuredSchemes
@@ -30,7 +31,8 @@ def measured(tiny_bundle):
                            schemes=[measure_agilenn(tiny_bundle.folder, test)], cuts=[], tradeoff=[])
 
 
-def test_emulated_links_delay_and_shape_like_the_profiles(tiny_bundle, measured):
+def test_emulated_links_delay_and_shape_like_the_profiles(trained_tiny_bundle, measured):
+    tiny_bundle = trained_tiny_bundle  # the bundle that was measured
     from simulation.emulate import compare_link, emulate_link
     from simulation.profiles import load_device, load_link
 

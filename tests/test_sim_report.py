@@ -10,7 +10,8 @@ from simulation.profiles import load_device, load_link
 
 
 @pytest.fixture(scope="module")
-def measured_file(tiny_bundle, tmp_path_factory):
+def measured_file(trained_tiny_bundle, tmp_path_factory):
+    tiny_bundle = trained_tiny_bundle  # fine-tuned from and measured through its torch weights
     import torch
 
     from partitioner.baselines import BaselineConfig, train_and_export
@@ -107,7 +108,8 @@ def test_missing_measured_file_says_how_to_make_it(tmp_path, capsys):
     assert "python -m partitioner.simdata" in capsys.readouterr().err
 
 
-def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_file, tiny_bundle, tmp_path):
+def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_file, trained_tiny_bundle, tmp_path):
+    tiny_bundle = trained_tiny_bundle
     from cloud_worker.testing import ServerThread
 
     from agilenn.bundle import Bundle

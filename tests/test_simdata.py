@@ -23,7 +23,8 @@ def test_help_says_where_the_cut_comes_from(capsys):
     assert "without --export-cut no layer split is exported" in text
 
 
-def test_an_unknown_cut_is_refused_before_anything_is_measured(tiny_bundle, tmp_path, capsys):
+def test_an_unknown_cut_is_refused_before_anything_is_measured(trained_tiny_bundle, tmp_path, capsys):
+    tiny_bundle = trained_tiny_bundle  # cuts its reference network out of the torch weights
     from partitioner.simdata import split_cut_names
     from partitioner.splits import load_reference
 
