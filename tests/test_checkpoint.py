@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
 from agilenn.bundle import Bundle, write_manifest
 from partitioner.analysis import load_checkpoint

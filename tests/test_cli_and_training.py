@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
+pytest.importorskip("torch", reason="needs the train extra (torch)")
+
 from commands import cli
 from partitioner.testing import synthetic_dataset, tiny_config
 from partitioner.train import CHECKPOINT, Trainer

@@ -6,6 +6,9 @@ import threading
 import grpc
 import numpy as np
 import pytest
+
+pytest.importorskip("grpc_health", reason="the worker's server needs the cloud extra")
+
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

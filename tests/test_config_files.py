@@ -64,6 +64,7 @@ def test_partition_config_errors_name_the_file_and_field(tmp_path):
 
 
 def test_baseline_config_errors_name_the_file_and_field(tmp_path):
+    pytest.importorskip("torch", reason="the baselines need the train extra (torch)")
     from partitioner.baselines import load_baseline_config
 
     path = tmp_path / "baseline.yaml"

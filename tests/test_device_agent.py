@@ -1,4 +1,5 @@
-"""The device agent against a real worker server (no Ray): mixing, fallbacks, gate, refusal, sources, CLI."""
+"""The device agent against a real worker server (no Ray): mixing, fallbacks, gate, refusal, sources, CLI.
+Tests without a worker also run on a device-only install; the others take `worker_server` and skip there."""
 
 import gzip
 import io
@@ -11,7 +12,6 @@ import pytest
 
 from agilenn.bundle import Bundle, Manifest, write_manifest
 from cloud_worker.config import WorkerConfig
-from cloud_worker.testing import ServerThread
 from device_agent import (LOCAL_FALLBACK, LOCAL_ONLY_POLICY, MIXED, BundleMismatchError, DeviceAgent,
                           DeviceConfig)
 from device_agent.cli import main as device_main
@@ -19,8 +19,8 @@ from device_agent.sources import SourceError, _read_stream, iter_source
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle):
-    with ServerThread(tiny_bundle) as running:
+def server(tiny_bundle, worker_server):
+    with worker_server(tiny_bundle) as running:
         yield running
 
 
@@ -53,7 +53,8 @@ def test_offloaded_results_equal_offline_mixing(tiny_bundle, server, images):
     json.dumps(first)
 
 
-def test_a_worker_that_wants_the_bundle_in_every_request_still_gets_it(tiny_bundle, images, monkeypatch):
+def test_a_worker_that_wants_the_bundle_in_every_request_still_gets_it(tiny_bundle, images, monkeypatch,
+                                                                       worker_server):
     from cloud_worker.server import InferenceServicer
 
     decode, info = InferenceServicer._decode, InferenceServicer.GetServiceInfo
@@ -65,7 +66,7 @@ def test_a_worker_that_wants_the_bundle_in_every_request_still_gets_it(tiny_bund
 
     monkeypatch.setattr(InferenceServicer, "_decode", lambda self, request, call_hash="": decode(self, request))
     monkeypatch.setattr(InferenceServicer, "GetServiceInfo", older_info)
-    with ServerThread(tiny_bundle) as older, \
+    with worker_server(tiny_bundle) as older, \
             DeviceAgent(tiny_bundle, DeviceConfig(cloud=[older.address], deadline_ms=5000)) as agent:
         assert agent.wait_ready(30)
         results = [agent.infer(image) for image in images[:5]]
@@ -94,9 +95,9 @@ def test_unreachable_worker_answers_locally_without_waiting(tiny_bundle, images)
     assert elapsed < 30  # never the 60 s deadline: nothing waits on a link that is down
 
 
-def test_deadline_passes_and_the_answer_is_local(tiny_bundle, images):
+def test_deadline_passes_and_the_answer_is_local(tiny_bundle, images, worker_server):
     # the worker holds every batch for 3 s, the device waits 50 ms
-    with ServerThread(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=3000)) as slow:
+    with worker_server(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=3000)) as slow:
         with DeviceAgent(tiny_bundle, DeviceConfig(cloud=[slow.address], deadline_ms=50)) as agent:
             assert agent.wait_ready(30)
             result = agent.infer(images[0])
@@ -134,8 +135,8 @@ def test_refuses_to_mix_with_a_worker_serving_another_bundle(other_bundle, tiny_
     assert other_bundle.bundle_hash in result.reason and tiny_bundle.bundle_hash in result.reason
 
 
-def test_broken_stream_answers_locally_then_reconnects(tiny_bundle, images):
-    first = ServerThread(tiny_bundle)
+def test_broken_stream_answers_locally_then_reconnects(tiny_bundle, images, worker_server):
+    first = worker_server(tiny_bundle)
     port = first.port
     config = DeviceConfig(cloud=[first.address], deadline_ms=5000, reconnect_initial_s=0.02, reconnect_max_s=0.2)
     with DeviceAgent(tiny_bundle, config) as agent:
@@ -148,7 +149,7 @@ def test_broken_stream_answers_locally_then_reconnects(tiny_bundle, images):
             time.sleep(0.01)
         down = agent.infer(images[1])
         assert down.source == LOCAL_FALLBACK and down.reason
-        with ServerThread(tiny_bundle, port=port) as second:
+        with worker_server(tiny_bundle, port=port) as second:
             assert agent.wait_ready(30)
             assert agent.infer(images[2]).source == MIXED
             assert second.port == port

@@ -1,7 +1,9 @@
 import math
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
+
 from torch import nn
 
 from partitioner.importance import disorder_loss, integrated_gradients, skewness, skewness_loss

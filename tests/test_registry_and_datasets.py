@@ -3,6 +3,9 @@ import gzip
 import numpy as np
 import pytest
 from pydantic import ValidationError
+
+pytest.importorskip("torch", reason="needs the train extra (torch)")
+
 from torch import nn
 
 from agilenn.config_files import UnknownNameError

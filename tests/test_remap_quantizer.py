@@ -1,4 +1,7 @@
-import torch
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
+
 from torch import nn
 
 from partitioner.model import AgileNN

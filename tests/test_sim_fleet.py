@@ -2,13 +2,15 @@
 
 import json
 
-from cloud_worker.testing import ServerThread
+import pytest
+
+pytest.importorskip("matplotlib", reason="the fleet's report plots: needs the sim extra")
 
 from simulation.cli import main as simulate_main
 
 
-def test_fleet_reports_percentiles_throughput_and_local_share(tiny_bundle, tmp_path, capsys):
-    with ServerThread(tiny_bundle) as server:
+def test_fleet_reports_percentiles_throughput_and_local_share(tiny_bundle, tmp_path, capsys, worker_server):
+    with worker_server(tiny_bundle) as server:
         assert simulate_main(["fleet", "--devices", "4", "--rate", "20", "--seconds", "1.0", "--cloud",
                               server.address, "--bundle", str(tiny_bundle.folder), "--report", str(tmp_path),
                               "--json"]) == 0
