@@ -1,13 +1,17 @@
 # make test: set up .venv from scratch when needed, fetch the dataset, run the tests.
+# make test-device: the same tests in .venv-device, a device install (no torch, no Ray).
 # make demo: the whole system on the embedded default (local Ray, bundled model, Fashion-MNIST).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.agilenn-installed
+# The device extra and the test tools only: tests that need the train, cloud or sim extra skip there.
+DEVICE_VENV  ?= .venv-device
+DEVICE_STAMP := $(DEVICE_VENV)/.agilenn-installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup data test test-slow demo bench evaluate clean
+.PHONY: setup data test test-device test-slow demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -25,6 +29,17 @@ test: $(STAMP) data
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+$(DEVICE_STAMP): pyproject.toml
+	test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEVICE_VENV)/bin/python -m pip install -q -e '.[device,dev]'
+	touch $(DEVICE_STAMP)
+
+# Fails when torch or Ray got into the device install, then runs the suite there.
+test-device: $(DEVICE_STAMP) data
+	$(DEVICE_VENV)/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'ray') if u.find_spec(m)]; sys.exit(f'the device install has {heavy}' if heavy else 0)"
+	$(DEVICE_VENV)/bin/python -m pytest -q
+
 test-slow: $(STAMP) data
 	$(PY) -m pytest -q -m slow
 
@@ -38,4 +53,4 @@ evaluate: $(STAMP) data
 	$(VENV)/bin/agilenn evaluate bundles/fashion-mnist --json
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(DEVICE_VENV) .pytest_cache
