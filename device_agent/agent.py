@@ -86,8 +86,12 @@ class DeviceAgent:
         self._turn = 0
         self._closed = False
         self._local_label = -1
+        self._workers_listed = 0  # how many endpoints the workers last listed
+        self._refresh_stop = threading.Event()
         for address in self.config.cloud:
             self._add_link(address)
+        if self.config.cloud:
+            threading.Thread(target=self._refresh_endpoints, name="endpoint-refresh", daemon=True).start()
 
     # -- links --
 
@@ -112,11 +116,36 @@ class DeviceAgent:
             else:
                 self._workers[info.worker_id] = link
                 duplicate = False
+        self._workers_listed = len(info.endpoints)
         for endpoint in info.endpoints:
             self._add_link(endpoint)
         if duplicate:
             log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
         return not duplicate
+
+    def _refresh_endpoints(self) -> None:
+        """While fewer workers are linked than the workers list, ask a linked one for the list again: a
+        worker that Ray restarted on another node is back at another address, which no handshake on the
+        surviving links would tell. Links to addresses no longer listed (and not configured) are dropped."""
+        while not self._refresh_stop.wait(self.config.endpoint_refresh_s):
+            links = self._links
+            if self.connected >= self._workers_listed:
+                continue
+            for link in links:
+                info = link.service_info(self.config.connect_timeout_s)
+                if info is None:
+                    continue
+                listed = set(info.endpoints) | set(self.config.cloud)
+                with self._links_lock:
+                    gone = [old for old in self._links if old.address not in listed and not old.ready]
+                    self._links = [old for old in self._links if old not in gone]  # a new list: _pick reads it unlocked
+                for old in gone:
+                    log.info("dropping %s: no worker lists it any more", old.address)
+                    old.close()
+                self._workers_listed = len(info.endpoints)
+                for endpoint in info.endpoints:
+                    self._add_link(endpoint)
+                break
 
     def _pick(self) -> Link | None:
         links = self._links
@@ -235,6 +264,7 @@ class DeviceAgent:
             yield self.infer(image, sample_id)
 
     def close(self) -> None:
+        self._refresh_stop.set()
         with self._links_lock:
             self._closed = True
             links = list(self._links)

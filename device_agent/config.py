@@ -23,6 +23,10 @@ class DeviceConfig(BaseModel):
     connect_timeout_s: float = Field(2.0, gt=0.0, description="handshake (GetServiceInfo) timeout per attempt")
     reconnect_initial_s: float = Field(0.05, gt=0.0, description="first reconnection delay; doubles per failure")
     reconnect_max_s: float = Field(2.0, gt=0.0, description="longest reconnection delay")
+    endpoint_refresh_s: float = Field(
+        2.0, gt=0.0,
+        description="while fewer workers are linked than the workers list, ask a linked worker this often for "
+                    "the current endpoints (a worker restarted on another node has a new address)")
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads for device.onnx")
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest response accepted")
 

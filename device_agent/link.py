@@ -101,6 +101,17 @@ class Link:
             self._outbox.put(request)
         return True
 
+    def service_info(self, timeout_s: float) -> inference_pb2.ServiceInfo | None:
+        """GetServiceInfo again on this link's open channel; None when the link is down or the call fails."""
+        channel = self._channel
+        if channel is None or not self.ready:
+            return None
+        try:
+            return inference_pb2_grpc.InferenceStub(channel).GetServiceInfo(inference_pb2.ServiceInfoRequest(),
+                                                                            timeout=timeout_s)
+        except (grpc.RpcError, ValueError):  # ValueError: the channel closed meanwhile
+            return None
+
     def forget(self, request_id: int) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
