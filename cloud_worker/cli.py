@@ -38,7 +38,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig.model_validate(data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `agilenn cloud` parser; the deployment files' command lines are checked against it."""
     parser = argparse.ArgumentParser(prog="agilenn cloud", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a bundle until interrupted")
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--metrics-port", type=int, default=None,
                        help="Prometheus metrics of worker i on METRICS_PORT+i (default: none)")
     serve.add_argument("--config", help="YAML/JSON file with ServeConfig fields (flags override it)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = build_config(args)

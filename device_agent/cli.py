@@ -53,7 +53,8 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
     return DeviceConfig.model_validate(data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `agilenn device` parser; the deployment files' command lines are checked against it."""
     parser = argparse.ArgumentParser(prog="agilenn device", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the agent over a source of inputs")
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="wait this long for a worker before the first input (answers are local meanwhile)")
     run.add_argument("--log-format", choices=("text", "json"), default="json")
     run.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     setup_logging(args.log_format, args.log_level)
     config = build_config(args)
