@@ -27,6 +27,8 @@ MANIFEST_NAME = "manifest.json"
 DEVICE_MODEL = "device.onnx"
 REMOTE_MODEL = "remote.onnx"
 REFERENCE_MODEL = "reference.onnx"
+# Files the bundle hash leaves out: the torch weights serve offline analysis only, no prediction reads them.
+UNHASHED_ROLES = ("checkpoint",)
 
 
 class BundleError(ValueError):
@@ -84,7 +86,7 @@ def compute_bundle_hash(folder: Path, manifest: Manifest) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(_hashed_part(manifest), sort_keys=True).encode())
     for role in sorted(manifest.files):
-        if role == "checkpoint":
+        if role in UNHASHED_ROLES:
             continue  # torch weights only serve offline analysis; predictions come from the ONNX files
         digest.update(role.encode())
         digest.update((folder / manifest.files[role]).read_bytes())
@@ -96,6 +98,30 @@ def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     stamped = manifest.model_copy(update={"bundle_hash": compute_bundle_hash(folder, manifest)})
     (folder / MANIFEST_NAME).write_text(json.dumps(stamped.model_dump(mode="json"), indent=1) + "\n")
     return stamped
+
+
+def serving_files(folder: str | Path) -> dict[str, bytes]:
+    """A bundle's files as {file name: bytes}, enough for `write_serving_files` and `Bundle` to load and
+    verify it elsewhere: the manifest and every file the hash covers. The files the hash leaves out
+    (the torch checkpoint, megabytes no server reads) stay behind, and the manifest handed on no longer
+    lists them; its hash is unchanged, since the hash does not cover the file list."""
+    folder = Path(folder)
+    manifest = Bundle(folder, verify=False).manifest
+    files = {role: name for role, name in manifest.files.items() if role not in UNHASHED_ROLES}
+    served = manifest.model_copy(update={"files": files})
+    contents = {name: (folder / name).read_bytes() for name in files.values()}
+    contents[MANIFEST_NAME] = (json.dumps(served.model_dump(mode="json"), indent=1) + "\n").encode()
+    return contents
+
+
+def write_serving_files(contents: dict[str, bytes], folder: str | Path) -> Path:
+    """Write files from `serving_files` into `folder` (which must exist); names must be plain file names."""
+    folder = Path(folder)
+    for name, data in contents.items():
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise BundleError(f"bundle file name {name!r} is not a plain file name")
+        (folder / name).write_bytes(data)
+    return folder
 
 
 class Bundle:

@@ -5,15 +5,24 @@ Ray is only the manager here, never on the data path: it places the worker actor
 re-runs its constructor and binds the same port again) and carries the endpoint list to
 every worker so that `GetServiceInfo` can tell devices where all workers are.
 
+Bundles travel through Ray too, so a worker needs no shared filesystem: the driver reads the
+bundle's serving files once, puts them in Ray's object store, and passes the reference to
+every actor with the hash it expects. Each worker writes them to a private temporary folder,
+loads and verifies the bundle there and refuses to serve a bundle with another hash. A
+restarted actor re-runs its constructor with the same reference and gets the files again.
+
 `CloudService` is the one thin wrapper through which everything touches the cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,22 +31,73 @@ from cloud_worker.config import ServeConfig, WorkerConfig
 
 log = logging.getLogger(__name__)
 
+# A worker's private bundle folder is named after its process, so that a restarted worker can remove
+# what a killed predecessor left behind (a killed process runs no clean-up of its own).
+_BUNDLE_FOLDER_PREFIX = "agilenn-worker-bundle-"
+
+
+class BundleHashMismatch(RuntimeError):
+    """The bundle handed to a worker is not the one the driver expects it to serve."""
+
+
+def _remove_folders_of_dead_workers(parent: Path) -> None:
+    for folder in parent.glob(f"{_BUNDLE_FOLDER_PREFIX}*-*"):
+        try:
+            pid = int(folder.name[len(_BUNDLE_FOLDER_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def unpack_bundle(bundle_files: dict[str, bytes], expected_bundle_hash: str, worker_id: str):
+    """Write the files to a new private folder, load the bundle from it (which verifies its content
+    hash) and check that it is the bundle the driver expects; returns the Bundle. On any failure the
+    folder is removed again."""
+    from agilenn.bundle import Bundle, write_serving_files
+
+    parent = Path(tempfile.gettempdir())
+    _remove_folders_of_dead_workers(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{_BUNDLE_FOLDER_PREFIX}{os.getpid()}-", dir=parent))
+    try:
+        bundle = Bundle(write_serving_files(bundle_files, folder))
+        if bundle.bundle_hash != expected_bundle_hash:
+            raise BundleHashMismatch(
+                f"worker {worker_id} refuses to serve: the bundle it was handed hashes to {bundle.bundle_hash} "
+                f"but the driver expects {expected_bundle_hash}")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return bundle
+
 
 class WorkerActor:
     """The body of one Ray worker actor (wrapped with `ray.remote` by CloudService).
 
     The gRPC server runs in an event loop on a thread of its own, started by the
     constructor, so that a restart by Ray brings the server back without a driver call.
+    `bundle_files` ({file name: bytes}, from `agilenn.bundle.serving_files`) arrives through
+    Ray's object store; the worker never reads the driver's bundle folder.
     """
 
-    def __init__(self, bundle_dir: str, config_json: str, worker_id: str, host: str, port: int,
-                 advertise_host: str | None = None) -> None:
+    def __init__(self, bundle_files: dict[str, bytes], expected_bundle_hash: str, config_json: str,
+                 worker_id: str, host: str, port: int, advertise_host: str | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from agilenn.bundle import Bundle
-
         self.worker_id = worker_id
         self._config = WorkerConfig.model_validate_json(config_json)
-        self._bundle = Bundle(bundle_dir)
+        self._bundle = unpack_bundle(bundle_files, expected_bundle_hash, worker_id)
+        atexit.register(self._remove_bundle_folder)
         self._host = host
         self._advertise_host = advertise_host or _advertised_host(host)
         self._endpoints: list[str] = []
@@ -63,7 +123,11 @@ class WorkerActor:
 
     def describe(self) -> dict:
         return {"worker_id": self.worker_id, "endpoint": self.endpoint(), "pid": os.getpid(),
-                "metrics_port": self._server.metrics_port, "node_ip": _node_ip()}
+                "metrics_port": self._server.metrics_port, "node_ip": _node_ip(),
+                "bundle_hash": self._bundle.bundle_hash, "bundle_folder": str(self._bundle.folder)}
+
+    def _remove_bundle_folder(self) -> None:
+        shutil.rmtree(self._bundle.folder, ignore_errors=True)
 
     def modules_loaded(self, prefixes: tuple[str, ...]) -> list[str]:
         """Which of these top-level packages this worker process has imported (tests keep torch out)."""
@@ -81,6 +145,8 @@ class WorkerActor:
         future = asyncio.run_coroutine_threadsafe(self._server.stop(grace_s), self._loop)
         future.result(timeout=(grace_s if grace_s is not None else self._config.drain_timeout_s) + 10)
         self._server = None
+        # the service kills the actor next, and a killed process runs no exit handlers
+        self._remove_bundle_folder()
         return True
 
 
@@ -122,6 +188,10 @@ class CloudService:
         self.name = name
         self.actors: list = []
         self.workers: list[dict] = []
+        self.bundle_hash: str | None = None
+        # the bundle's files in Ray's object store, held for as long as the service runs so that a
+        # restarted actor can fetch them again
+        self._bundle_files_ref = None
         self._started_ray = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -133,9 +203,11 @@ class CloudService:
     def start(self, ready_timeout_s: float = 120.0) -> list[str]:
         import ray
 
-        from agilenn.bundle import Bundle
+        from agilenn.bundle import Bundle, serving_files
 
-        Bundle(self.bundle_dir)  # fail here, with the bundle's own message, not inside an actor
+        # fail here, with the bundle's own message, not inside an actor; and read the files once
+        self.bundle_hash = Bundle(self.bundle_dir).bundle_hash
+        bundle_files = serving_files(self.bundle_dir)
         if not ray.is_initialized():
             if self.config.ray_address:
                 ray.init(address=self.config.ray_address, logging_level=logging.WARNING)
@@ -153,12 +225,15 @@ class CloudService:
         remote_cls = ray.remote(
             num_cpus=cfg.cpus_per_worker, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
         )(WorkerActor)
+        # stored once; Ray hands it to each actor's constructor, again on every restart. Ray logs that such a
+        # restart fails if the object is gone (ray#53727): this service holds the reference until it stops.
+        self._bundle_files_ref = ray.put(bundle_files)
         for i, port in enumerate(ports):
             worker_cfg = cfg.worker
             if worker_cfg.metrics_port:
                 worker_cfg = worker_cfg.model_copy(update={"metrics_port": worker_cfg.metrics_port + i})
-            actor = remote_cls.remote(
-                self.bundle_dir, worker_cfg.model_dump_json(), f"worker-{i}", cfg.host, port)
+            actor = remote_cls.remote(self._bundle_files_ref, self.bundle_hash, worker_cfg.model_dump_json(),
+                                      f"worker-{i}", cfg.host, port)
             self.actors.append(actor)
         self.workers = ray.get([actor.describe.remote() for actor in self.actors], timeout=ready_timeout_s)
         ray.get([actor.set_endpoints.remote(self.endpoints) for actor in self.actors], timeout=ready_timeout_s)
@@ -203,6 +278,7 @@ class CloudService:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
             self.actors = []
+        self._bundle_files_ref = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
