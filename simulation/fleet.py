@@ -4,7 +4,10 @@ Each simulated device is a real `DeviceAgent` (its own stream to the workers) on
 thread, sending test images open-loop at `rate_hz` (a late answer delays that device's next
 input, as on a real sensor loop). Reported: p50/p90/p99 end-to-end latency as the agent times
 it, throughput, the share answered locally (gate or fallback, with the reasons), and a
-latency CDF plot when a report folder is given. The devices share this machine's CPU, so the
+latency CDF plot when a report folder is given. Of the inputs offloaded, each is either
+answered by the cloud (`mixed`; its latencies are reported apart), refused at once by an
+overloaded worker (`overloaded`), or unanswered: no answer from the cloud came (deadline
+passed, stream broken, no worker reachable). The devices share this machine's CPU, so the
 device model runs at host speed, not at a microcontroller's.
 """
 
@@ -35,7 +38,7 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     agents = [DeviceAgent(bundle, config) for _ in range(devices)]
     try:
         connected = sum(agent.wait_ready(connect_timeout_s) for agent in agents)
-        records: list[list[tuple[float, str, str | None]]] = [[] for _ in agents]
+        records: list[list[tuple[float, str, str | None, float | None]]] = [[] for _ in agents]
         start_at = time.perf_counter() + 0.2
         stop_at = start_at + seconds
 
@@ -49,7 +52,7 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
                 if delay > 0:
                     time.sleep(delay)
                 result = agent.infer(images[k % len(images)])
-                out.append((result.timings_ms["total"], result.source, result.reason))
+                out.append((result.timings_ms["total"], result.source, result.reason, result.timings_ms["cloud_rtt"]))
                 k += devices
                 due += period
 
@@ -66,13 +69,21 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     latencies = np.array([r[0] for r in flat])
     sources = Counter(r[1] for r in flat)
     reasons = Counter(r[2].split(":")[0] for r in flat if r[2])
+    answered = np.array([r[0] for r in flat if r[1] == "mixed"])
+    # a fallback with no round trip got no answer from the cloud at all
+    unanswered = sum(1 for r in flat if r[1] == "local_fallback" and r[3] is None)
     result = {"devices": devices, "connected": connected, "rate_hz_per_device": rate_hz, "seconds": seconds,
               "cloud": cloud, "bundle": str(bundle_path), "inferences": len(flat),
               "throughput_per_s": len(flat) / wall, "offered_per_s": devices * rate_hz,
               # no inferences, no latencies: null, not a made-up 0 ms
               "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) if flat else None for q in (50, 90, 99)},
               "share_local": (len(flat) - sources.get("mixed", 0)) / max(len(flat), 1),
-              "sources": dict(sources), "local_reasons": dict(reasons)}
+              "sources": dict(sources), "local_reasons": dict(reasons),
+              "answered_by_cloud": len(answered), "answered_per_s": len(answered) / wall,
+              "overloaded": reasons.get("overloaded", 0), "unanswered": unanswered,
+              "share_overloaded": reasons.get("overloaded", 0) / max(len(flat), 1),
+              "latency_answered_ms": {f"p{q}": float(np.percentile(answered, q)) if len(answered) else None
+                                      for q in (50, 90, 99)}}
     if not flat:
         result["note"] = "no inferences in the run (no device input was due): no latency percentiles"
     if report is not None:

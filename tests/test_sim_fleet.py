@@ -18,6 +18,9 @@ def test_fleet_reports_percentiles_throughput_and_local_share(tiny_bundle, tmp_p
     assert result["connected"] == 4 and result["inferences"] >= 40
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert 0.0 <= result["share_local"] <= 0.2 and result["sources"].get("mixed", 0) > 0
+    assert result["answered_by_cloud"] == result["sources"]["mixed"] and result["answered_per_s"] > 0
+    assert result["overloaded"] == 0 and result["share_overloaded"] == 0.0
+    assert result["latency_answered_ms"]["p50"] <= result["latency_answered_ms"]["p99"]
     assert (tmp_path / "fleet_latency_cdf.png").stat().st_size > 5000
 
 
@@ -27,6 +30,9 @@ def test_fleet_without_a_service_answers_locally_and_says_why(tiny_bundle, capsy
                           "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["connected"] == 0 and result["share_local"] == 1.0 and result["local_reasons"]
+    # no worker reachable: every input went unanswered by the cloud, and none was answered by it
+    assert result["unanswered"] == result["inferences"] > 0 and result["answered_by_cloud"] == 0
+    assert result["latency_answered_ms"] == {"p50": None, "p90": None, "p99": None}
 
 
 def test_a_fleet_run_without_inferences_reports_no_percentiles(tiny_bundle, tmp_path):
