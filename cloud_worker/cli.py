@@ -26,7 +26,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         # the file alone first, so that its errors name the file; the flags are checked below
         data = validate_mapping(ServeConfig, data, args.config, "cloud config").model_dump(exclude_unset=True)
     worker = dict(data.get("worker", {}))
-    for field in ("max_batch_size", "max_batch_wait_ms", "metrics_port", "max_message_bytes", "drain_timeout_s"):
+    for field in ("max_batch_size", "max_batch_wait_ms", "max_queue_requests", "metrics_port", "max_message_bytes",
+                  "drain_timeout_s"):
         value = getattr(args, field)
         if value is not None:
             worker[field] = value
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cpus-per-worker", type=float, default=None, help="Ray CPUs each worker holds (default 1)")
     serve.add_argument("--max-batch-size", type=int, default=None)
     serve.add_argument("--max-batch-wait-ms", type=float, default=None)
+    serve.add_argument("--max-queue-requests", type=int, default=None,
+                       help="requests a worker queues at most; beyond, it answers RESOURCE_EXHAUSTED at once and the "
+                            "device answers locally (reason overloaded) (default 128)")
     serve.add_argument("--max-message-bytes", type=int, default=None)
     serve.add_argument("--drain-timeout-s", type=float, default=None)
     serve.add_argument("--metrics-port", type=int, default=None,

@@ -16,6 +16,15 @@ class WorkerConfig(BaseModel):
         description="how long a batch waits for more requests once its first has arrived; 0 batches "
                     "whatever is queued at that moment (requests that arrive while a batch computes queue up)",
     )
+    max_queue_requests: int = Field(
+        128, ge=1,
+        description="most requests waiting for the micro-batcher; beyond it a request is answered at once with "
+                    "RESOURCE_EXHAUSTED (overloaded) and counted as shed. The default, four full batches at the "
+                    "default max_batch_size, keeps the queueing delay of a request that is taken to a few batch "
+                    "computations, well inside a device's deadline: an overloaded worker that queued without bound "
+                    "would answer every request late, while one that sheds answers most in time and lets the device "
+                    "answer the rest locally at once instead of after its deadline",
+    )
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get RESOURCE_EXHAUSTED")
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
     drain_timeout_s: float = Field(10.0, ge=0.0, description="graceful shutdown waits this long for in-flight requests")

@@ -18,6 +18,9 @@ class WorkerMetrics:
         self.errors = Counter(
             "agilenn_errors", "Requests answered with an error status, by code",
             ["code"], registry=self.registry)
+        self.shed = Counter(
+            "agilenn_shed_requests", "Requests answered at once with RESOURCE_EXHAUSTED because the queue was full",
+            registry=self.registry)
         self.batch_size = Histogram(
             "agilenn_batch_size", "Samples per remote.onnx call", buckets=_BATCH_BUCKETS,
             registry=self.registry)

@@ -6,7 +6,10 @@ run it directly; `cloud_worker.service` hosts one inside each Ray worker actor.
 A request's indices are decoded with the bundle's codec in the handler (so a bad payload
 gets INVALID_ARGUMENT for that request alone), then queued for the micro-batcher, which
 runs remote.onnx on whatever has queued up to `max_batch_size`, waiting at most
-`max_batch_wait_ms` for more once a batch has its first request.
+`max_batch_wait_ms` for more once a batch has its first request. When `max_queue_requests`
+are already waiting, a new request is shed: answered at once with RESOURCE_EXHAUSTED, before
+any work is spent on it, so that an overloaded worker keeps answering the requests it took
+in time and the device answers the others locally without waiting for its deadline.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class MicroBatcher:
         self._input = session.get_inputs()[0].name
         self._max_batch = config.max_batch_size
         self._max_wait_s = config.max_batch_wait_ms / 1000.0
+        self.max_queue = config.max_queue_requests
         self._metrics = metrics
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -79,6 +83,11 @@ class MicroBatcher:
         may compute it in the caller (no queue hop, no extra event-loop turn)."""
         return (self.pending == 0 and self.last_batch_size <= 1 and self._max_wait_s == 0
                 and self._task is not None)
+
+    @property
+    def full(self) -> bool:
+        """True when `max_queue_requests` are waiting: a new request would wait too long, so it is shed."""
+        return self.pending >= self.max_queue
 
     def run_now(self, indices: np.ndarray) -> np.ndarray:
         """Compute one sample in the caller, as a batch of one; raises RequestError if the model fails."""
@@ -192,6 +201,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     # -- request handling shared by the unary and streaming calls --
 
+    def _shed_when_full(self) -> None:
+        """Refuse a request the micro-batcher has no room for, before spending any work on it."""
+        if self.batcher.full:
+            self.metrics.shed.inc()
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"worker {self.worker_id} is overloaded: {self.batcher.pending} requests already queued "
+                f"(max_queue_requests {self.batcher.max_queue}); answer locally or retry later")
+
     def _decode(self, request: inference_pb2.InferRequest, call_hash: str = "") -> np.ndarray:
         """`call_hash`: the bundle the call's metadata names, for requests that name none."""
         unknown = unknown_field_numbers(request)
@@ -254,6 +272,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         try:
             if self.draining:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, f"worker {self.worker_id} is shutting down")
+            self._shed_when_full()
             indices = self._decode(request, _call_hash(context))
             row, size = await self.batcher.submit_future(indices)
         except RequestError as exc:
@@ -290,6 +309,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     started = time.perf_counter()
                     request_id = request.request_id
                     try:
+                        self._shed_when_full()
                         indices = self._decode(request, call_hash)
                     except RequestError as exc:
                         owed += 1

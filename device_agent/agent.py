@@ -5,7 +5,8 @@ keeps it local, the indices are range coded and sent on a long-lived stream to a
 and the agent waits up to `deadline_ms` for the remote logits. Every input gets exactly
 one result: `mixed` (local and remote logits mixed with the bundle's weight),
 `local_only_policy` (the gate kept it local) or `local_fallback` with the reason (no
-worker reachable, deadline passed, stream broken, bundle mismatch, worker error).
+worker reachable, deadline passed, stream broken, bundle mismatch, worker overloaded,
+worker error).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import grpc
 import numpy as np
 
 from agilenn.bundle import Bundle
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 MIXED = "mixed"
 LOCAL_ONLY_POLICY = "local_only_policy"
 LOCAL_FALLBACK = "local_fallback"
+# A worker whose queue is full answers a request at once with this status, in the response.
+_OVERLOADED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 
 class BundleMismatchError(RuntimeError):
@@ -229,6 +233,10 @@ class DeviceAgent:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, slot.failure or "stream_broken",
                                 start, after_model, sent, None, len(payload), None, woke)
         rtt_ms = (woke - sent) * 1000.0
+        if response.status.code == _OVERLOADED_CODE:
+            reason = f"overloaded: {response.status.message}"
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
+                                start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
         if response.status.code != 0:
             reason = f"worker_error: {_code_name(response.status.code)}: {response.status.message}"
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
@@ -279,8 +287,6 @@ class DeviceAgent:
 
 
 def _code_name(code: int) -> str:
-    import grpc
-
     for status in grpc.StatusCode:
         if status.value[0] == code:
             return status.name
