@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agilenn.config_files import ConfigFileError
+from agilenn.network import is_loopback_host
+
 
 class WorkerConfig(BaseModel):
     """One worker: its gRPC server, its micro-batcher, its metrics."""
@@ -32,6 +35,8 @@ class WorkerConfig(BaseModel):
         None, ge=0, le=65535,
         description="serve Prometheus metrics on this port (0: any free port); None: no metrics server",
     )
+    reflection: bool = Field(
+        False, description="serve gRPC reflection (service discovery for grpcurl and the like); off unless asked for")
 
 
 class ServeConfig(BaseModel):
@@ -49,3 +54,56 @@ class ServeConfig(BaseModel):
     cpus_per_worker: float = Field(1.0, ge=0.0, description="Ray CPU resources each worker actor holds")
     endpoint_refresh_s: float = Field(2.0, gt=0.0, description="how often the service re-reads worker endpoints")
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    # Security (see check_serving_security): the driver reads these files and hands their contents to the
+    # workers through Ray, so the paths need to exist only where `agilenn cloud serve` runs.
+    tls_cert_file: str | None = Field(None, description="PEM certificate chain the workers present (TLS)")
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file")
+    client_ca_file: str | None = Field(
+        None, description="PEM CA: clients must present a certificate it signed (mutual TLS); needs TLS")
+    tokens_file: str | None = Field(
+        None, description="token file (`agilenn tokens add`): every call but health checks needs a valid token")
+    tokens_poll_s: float = Field(1.0, gt=0.0, description="how often the driver checks tokens_file for changes")
+    insecure: bool = Field(False, description="allow plaintext on a host other than loopback")
+
+
+class InsecureServingError(ConfigFileError):
+    """A serving configuration that would expose the workers without the protection it needs."""
+
+
+def check_serving_security(config: ServeConfig) -> list[str]:
+    """Raise InsecureServingError for a configuration that must not run; return warnings for one that may.
+
+    - TLS needs both a certificate and its key; a client CA needs TLS.
+    - Off loopback, plaintext needs `insecure`: features would cross the network readable and alterable,
+      and anyone who reaches the port could use the workers.
+    - Tokens need TLS off loopback, even with `insecure`: a bearer token sent in clear can be replayed by
+      whoever sees it. On loopback (development) they may go without.
+    """
+    tls = config.tls_cert_file is not None or config.tls_key_file is not None
+    if tls and (config.tls_cert_file is None or config.tls_key_file is None):
+        raise InsecureServingError("TLS needs both --tls-cert and --tls-key (agilenn certs dev writes a set)")
+    if config.client_ca_file is not None and not tls:
+        raise InsecureServingError("--client-ca (mutual TLS) needs --tls-cert and --tls-key as well")
+    if tls and config.insecure:
+        raise InsecureServingError("--insecure serves plaintext, --tls-cert serves TLS: give one of the two")
+    if is_loopback_host(config.host):
+        return []
+    where = config.host or "all interfaces"
+    if config.tokens_file is not None and not tls:
+        raise InsecureServingError(
+            f"refusing to accept tokens on {where} without TLS: a bearer token sent in clear can be replayed by "
+            "anyone who sees it; give --tls-cert and --tls-key (agilenn certs dev --out certs/ --host NAME "
+            "writes a development set)")
+    if not tls and not config.insecure:
+        raise InsecureServingError(
+            f"refusing to serve on {where} without TLS: the devices' features and the answers would cross the "
+            "network in clear and anyone who reaches the port could use the workers; give --tls-cert and "
+            "--tls-key (agilenn certs dev --out certs/ --host NAME writes a development set), or --insecure "
+            "on a network you trust")
+    if not tls:
+        return [f"serving plaintext on {where} (--insecure): anyone who reaches these ports can use the workers "
+                "and read the traffic"]
+    if config.client_ca_file is None and config.tokens_file is None:
+        return [f"serving on {where} with TLS but neither --client-ca nor --tokens: anyone who reaches these "
+                "ports can use the workers"]
+    return []

@@ -6,15 +6,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 _LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Devices are labelled by the name their token was issued to (unauthenticated calls carry none); past
+# this many names the rest share one label.
+DEVICE_LABELS_MAX = 1000
+OTHER_DEVICES = "other"
 
 
 class WorkerMetrics:
     def __init__(self, worker_id: str) -> None:
         self.registry = CollectorRegistry()
         labels = {"worker": worker_id}
-        self.requests = Counter(
-            "agilenn_requests", "Inference requests answered, by RPC and status code",
-            ["rpc", "code"], registry=self.registry).labels  # call with rpc=, code=
+        self._requests = Counter(
+            "agilenn_requests", "Inference requests answered, by RPC, status code and device (its token's name)",
+            ["rpc", "code", "device"], registry=self.registry)
+        self._device_labels: set[str] = set()
+        self.auth_refusals = Counter(
+            "agilenn_auth_refusals", "Calls refused for their token, by reason (missing, malformed, unknown, revoked)",
+            ["reason"], registry=self.registry)
         self.errors = Counter(
             "agilenn_errors", "Requests answered with an error status, by code",
             ["code"], registry=self.registry)
@@ -35,6 +43,20 @@ class WorkerMetrics:
                           list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
         self._http = None
+
+    def requests(self, rpc: str, code: str, device: str = ""):
+        """The request counter of one RPC, status code and device ("" when tokens are off)."""
+        return self._requests.labels(rpc=rpc, code=code, device=self.device_label(device))
+
+    def device_label(self, device: str) -> str:
+        """`device` as a label value: the first DEVICE_LABELS_MAX devices get their own, later ones share
+        "other", so that the number of series stays bounded however many tokens are issued."""
+        if not device or device in self._device_labels:
+            return device
+        if len(self._device_labels) < DEVICE_LABELS_MAX:
+            self._device_labels.add(device)
+            return device
+        return OTHER_DEVICES
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Start the exposition HTTP server; returns the bound port."""

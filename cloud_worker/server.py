@@ -31,6 +31,8 @@ from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.v1.tensors import BUNDLE_HASH_METADATA, raw_tensor, unknown_field_numbers
 from cloud_worker.config import WorkerConfig
 from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.security import TlsMaterial, TokenInterceptor, current_device
+from cloud_worker.tokens import TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._readers: dict[asyncio.Task, _ReaderState] = {}
         self._inline = 0  # stream requests computed in their reader whose answers are being written
         self.draining = False
-        self._ok = {rpc: metrics.requests(rpc=rpc, code="OK") for rpc in ("Infer", "InferStream")}
-        self._ok_stream = self._ok["InferStream"]
+        self._ok: dict[tuple[str, str], object] = {}  # (rpc, device) -> its OK counter, looked up once
 
     # -- request handling shared by the unary and streaming calls --
 
@@ -245,21 +246,28 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         except PayloadError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"features payload: {exc}") from None
 
+    def _ok_counter(self, rpc: str, device: str):
+        counter = self._ok.get((rpc, device))
+        if counter is None:
+            counter = self._ok[(rpc, device)] = self.metrics.requests(rpc=rpc, code="OK", device=device)
+        return counter
+
     def _response(self, request_id: int, started: float, outcome: np.ndarray | RequestError,
-                  size: int) -> inference_pb2.InferResponse:
+                  size: int, device: str = "") -> inference_pb2.InferResponse:
         if isinstance(outcome, RequestError):
-            return self._error(request_id, started, outcome, "InferStream")
+            return self._error(request_id, started, outcome, "InferStream", device)
         response = inference_pb2.InferResponse(request_id=request_id, status=self._status_ok, batch_size=size,
                                                worker_id=self.worker_id)
         response.logits.CopyFrom(raw_tensor(outcome))
         elapsed = time.perf_counter() - started
         response.server_ms = elapsed * 1000.0
         self.metrics.latency.observe(elapsed)
-        self._ok_stream.inc()
+        self._ok_counter("InferStream", device).inc()
         return response
 
-    def _error(self, request_id: int, started: float, exc: RequestError, rpc: str) -> inference_pb2.InferResponse:
-        self.metrics.requests(rpc=rpc, code=exc.code.name).inc()
+    def _error(self, request_id: int, started: float, exc: RequestError, rpc: str,
+               device: str = "") -> inference_pb2.InferResponse:
+        self.metrics.requests(rpc=rpc, code=exc.code.name, device=device).inc()
         self.metrics.errors.labels(code=exc.code.name).inc()
         return inference_pb2.InferResponse(
             request_id=request_id, status=inference_pb2.Status(code=exc.code.value[0], message=exc.message),
@@ -276,11 +284,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             indices = self._decode(request, _call_hash(context))
             row, size = await self.batcher.submit_future(indices)
         except RequestError as exc:
-            self._error(request.request_id, started, exc, "Infer")
+            self._error(request.request_id, started, exc, "Infer", current_device.get())
             await context.abort(exc.code, exc.message)
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        self._ok["Infer"].inc()
+        self._ok_counter("Infer", current_device.get()).inc()
         return inference_pb2.InferResponse(
             request_id=request.request_id, logits=raw_tensor(row), status=inference_pb2.Status(code=0),
             server_ms=elapsed * 1000.0, batch_size=size, worker_id=self.worker_id)
@@ -299,6 +307,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         state = _ReaderState()
         batcher = self.batcher
         call_hash = _call_hash(context)
+        device = current_device.get()  # the token's device; the batcher delivers outside this call's context
 
         async def read() -> None:
             nonlocal owed
@@ -313,7 +322,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                         indices = self._decode(request, call_hash)
                     except RequestError as exc:
                         owed += 1
-                        batched.put_nowait(self._error(request_id, started, exc, "InferStream"))
+                        batched.put_nowait(self._error(request_id, started, exc, "InferStream", device))
                     else:
                         if not owed and not writing and batcher.idle and not self._inline:
                             # nothing else is owed or being written on this stream, so the reader
@@ -321,16 +330,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                             self._inline += 1
                             try:
                                 try:
-                                    response = self._response(request_id, started, batcher.run_now(indices), 1)
+                                    response = self._response(request_id, started, batcher.run_now(indices), 1,
+                                                              device)
                                 except RequestError as exc:
-                                    response = self._error(request_id, started, exc, "InferStream")
+                                    response = self._error(request_id, started, exc, "InferStream", device)
                                 await context.write(response)
                             finally:
                                 self._inline -= 1
                         else:
                             owed += 1
                             batcher.submit(indices, lambda outcome, size, rid=request_id, t=started:
-                                           batched.put_nowait(self._response(rid, t, outcome, size)))
+                                           batched.put_nowait(self._response(rid, t, outcome, size, device)))
                     if self.draining:
                         break
                     state.waiting = True
@@ -397,6 +407,14 @@ class InferenceServer:
     metrics: WorkerMetrics
     port: int
     metrics_port: int | None = None
+    token_check: TokenInterceptor | None = None  # None: calls need no token
+
+    def set_tokens(self, entries) -> None:
+        """Swap in a reloaded token file's entries. Call from the server's event loop."""
+        if self.token_check is None:
+            raise RuntimeError("this worker was started without tokens; restart it with a token table")
+        self.token_check.table.update(entries)
+        self.token_check.awaiting_table = False
 
     async def start(self) -> None:
         self.servicer.batcher.start()
@@ -419,15 +437,20 @@ class InferenceServer:
 
 def create_server(bundle: Bundle, config: WorkerConfig | None = None, address: str = "127.0.0.1:0",
                   worker_id: str = "worker-0", endpoints: Callable[[], list[str]] | None = None,
+                  *, tls: TlsMaterial | None = None, tokens: TokenTable | None = None,
                   ) -> tuple[InferenceServer, int]:
-    """Build a worker's server bound to `address` (port 0: any free port); call `await server.start()`."""
+    """Build a worker's server bound to `address` (port 0: any free port); call `await server.start()`.
+
+    `tls`: serve TLS with this identity (mutual TLS when it names a client CA), else plaintext.
+    `tokens`: every call but health checks needs a bearer token from this table."""
     config = config or WorkerConfig()
     metrics = WorkerMetrics(worker_id)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a port already taken is an error, not a silent share
     ]
-    server = grpc.aio.server(options=options)
+    token_check = TokenInterceptor(tokens, metrics, worker_id) if tokens is not None else None
+    server = grpc.aio.server(options=options, interceptors=[token_check] if token_check is not None else None)
     port_holder: dict[str, int] = {}
 
     def own_endpoints() -> list[str]:
@@ -438,13 +461,16 @@ def create_server(bundle: Bundle, config: WorkerConfig | None = None, address: s
     inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if config.reflection:  # off by default: it tells anyone who asks what this server answers
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server)
+    port = (server.add_secure_port(address, tls.server_credentials()) if tls is not None
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"could not bind {address}")
     port_holder["port"] = port
     metrics_port = None
     if config.metrics_port is not None:
         metrics_port = metrics.serve(config.metrics_port, host=address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0")
-    return InferenceServer(server, servicer, health_servicer, metrics, port, metrics_port), port
+    return InferenceServer(server, servicer, health_servicer, metrics, port, metrics_port, token_check), port

@@ -14,8 +14,11 @@ class ServerThread:
     """`with ServerThread(bundle) as server: ... server.address ...` (binds 127.0.0.1, port 0 by default)."""
 
     def __init__(self, bundle: Bundle, config: WorkerConfig | None = None, port: int = 0,
-                 worker_id: str = "worker-0") -> None:
+                 worker_id: str = "worker-0", *, tls=None, tokens=None) -> None:
+        """`tls` (a cloud_worker.security.TlsMaterial) and `tokens` (a cloud_worker.tokens.TokenTable):
+        as for `create_server`."""
         self.bundle, self.config, self.worker_id = bundle, config or WorkerConfig(), worker_id
+        self.tls, self.tokens = tls, tokens
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-grpc-server", daemon=True)
         self.thread.start()
@@ -23,7 +26,8 @@ class ServerThread:
         self.port = self.server.port
 
     async def _start(self, port: int) -> InferenceServer:
-        server, _ = create_server(self.bundle, self.config, f"127.0.0.1:{port}", worker_id=self.worker_id)
+        server, _ = create_server(self.bundle, self.config, f"127.0.0.1:{port}", worker_id=self.worker_id,
+                                  tls=self.tls, tokens=self.tokens)
         await server.start()
         return server
 
@@ -34,6 +38,13 @@ class ServerThread:
     def call(self, coroutine, timeout_s: float = 60.0):
         """Run a coroutine in the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def set_tokens(self, entries) -> None:
+        """Swap the token table's entries, as a reload pushed by the service does."""
+        async def swap() -> None:
+            self.server.set_tokens(entries)
+
+        self.call(swap())
 
     def stop(self, grace_s: float = 5.0) -> None:
         if self.server is not None:

@@ -137,8 +137,10 @@ def test_a_stream_may_name_its_bundle_once_in_metadata(stub, tiny_bundle, sample
     assert BUNDLE_HASH_METADATA in unnamed[0].status.message
 
 
-def test_health_and_reflection(server):
-    with grpc.insecure_channel(server.address) as channel:
+def test_health_and_reflection(tiny_bundle):
+    # reflection is off unless asked for (tests/test_security.py checks the default)
+    with ServerThread(tiny_bundle, WorkerConfig(reflection=True)) as server, \
+            grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", "agilenn.v1.Inference"):
             status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
@@ -153,7 +155,7 @@ def test_health_and_reflection(server):
 def test_metrics_count_requests_errors_and_batches(server, stub, tiny_bundle, samples):
     stub.Infer(request_for(tiny_bundle, samples[0][0]), timeout=10)
     text = server.server.metrics.exposition().decode()
-    assert 'agilenn_requests_total{code="OK",rpc="Infer"}' in text
+    assert 'agilenn_requests_total{code="OK",device="",rpc="Infer"}' in text  # device: "" without tokens
     assert "agilenn_batch_size_count" in text and "agilenn_request_latency_seconds_bucket" in text
 
 
