@@ -2,7 +2,9 @@
 
 Starts a local Ray in-process (the embedded default) or joins a cluster with
 --ray-address, prints the worker endpoints, and serves until interrupted (Ctrl-C or
-SIGTERM), then drains in-flight requests and stops.
+SIGTERM), then drains in-flight requests and stops. --tls-cert/--tls-key serve TLS
+(--client-ca: mutual TLS), --tokens requires a device token on every call (SIGHUP or a
+change to the file reloads it); plaintext off loopback needs --insecure.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import threading
 
 from agilenn.config_files import read_yaml_mapping, validate_mapping
-from cloud_worker.config import ServeConfig, WorkerConfig
+from cloud_worker.config import ServeConfig, WorkerConfig, check_serving_security
 
 log = logging.getLogger("agilenn.cloud")
 
@@ -31,12 +33,32 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         value = getattr(args, field)
         if value is not None:
             worker[field] = value
+    if args.reflection:
+        worker["reflection"] = True
     data["worker"] = WorkerConfig.model_validate(worker).model_dump()
     for field in ("workers", "host", "port", "ray_address", "cpus_per_worker"):
         value = getattr(args, field)
         if value is not None:
             data[field] = value
-    return ServeConfig.model_validate(data)
+    for flag, field in (("tls_cert", "tls_cert_file"), ("tls_key", "tls_key_file"), ("client_ca", "client_ca_file"),
+                        ("tokens", "tokens_file")):
+        value = getattr(args, flag)
+        if value is not None:
+            data[field] = value
+    if args.insecure:
+        data["insecure"] = True
+    config = ServeConfig.model_validate(data)
+    check_serving_security(config)  # refuse an exposed plaintext service before anything starts
+    return config
+
+
+def token_reload_handler(reload_tokens):
+    """A SIGHUP handler that asks for the token file to be reloaded; the work happens off the handler."""
+    def handler(_signum, _frame) -> None:
+        log.info("SIGHUP: reloading the token file")
+        reload_tokens()
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=None,
                        help="Prometheus metrics of worker i on METRICS_PORT+i (default: none)")
     serve.add_argument("--config", help="YAML/JSON file with ServeConfig fields (flags override it)")
+    security = serve.add_argument_group(
+        "security", "the files are read here and handed to the workers through Ray: other nodes need no copy")
+    security.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (agilenn certs dev)")
+    security.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    security.add_argument("--client-ca", metavar="FILE",
+                          help="PEM CA: refuse clients without a certificate it signed (mutual TLS)")
+    security.add_argument("--tokens", metavar="FILE",
+                          help="token file (agilenn tokens add): calls need `authorization: Bearer <token>`; "
+                               "reloaded when it changes or on SIGHUP")
+    security.add_argument("--insecure", action="store_true",
+                          help="serve plaintext on a host other than loopback (a network you trust)")
+    security.add_argument("--reflection", action="store_true", help="serve gRPC reflection (off by default)")
     return parser
 
 
@@ -77,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     # after Ray's start, which installs its own crash handler for SIGTERM
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if config.tokens_file is not None:
+        signal.signal(signal.SIGHUP, token_reload_handler(service.reload_tokens))
     for worker in service.workers:
         metrics = f", metrics on :{worker['metrics_port']}" if worker.get("metrics_port") else ""
         log.info("%s serving at %s (pid %s%s)", worker["worker_id"], worker["endpoint"], worker["pid"], metrics)

@@ -92,8 +92,18 @@ class WorkerActor:
     """
 
     def __init__(self, bundle_files: dict[str, bytes], expected_bundle_hash: str, config_json: str,
-                 worker_id: str, host: str, port: int, advertise_host: str | None = None) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                 worker_id: str, host: str, port: int, advertise_host: str | None = None, *,
+                 tls=None, token_entries: list | None = None) -> None:
+        """`tls`: a cloud_worker.security.TlsMaterial (PEM contents) to serve TLS with; `token_entries`: the
+        token file's entries (hashes only) when calls need a token. Both arrive through Ray, never as paths."""
+        from cloud_worker.security import DeviceLogFilter
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s [device %(device)s]: %(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(DeviceLogFilter())  # names the device of the call being handled in every record
+        self._tls = tls
+        self._token_entries = token_entries
         self.worker_id = worker_id
         self._config = WorkerConfig.model_validate_json(config_json)
         self._bundle = unpack_bundle(bundle_files, expected_bundle_hash, worker_id)
@@ -112,11 +122,26 @@ class WorkerActor:
 
     async def _start(self, port: int) -> int:
         from cloud_worker.server import create_server
+        from cloud_worker.tokens import TokenTable
 
+        tokens = TokenTable(self._token_entries) if self._token_entries is not None else None
         self._server, bound = create_server(self._bundle, self._config, f"{self._host}:{port}",
-                                            worker_id=self.worker_id, endpoints=lambda: list(self._endpoints))
+                                            worker_id=self.worker_id, endpoints=lambda: list(self._endpoints),
+                                            tls=self._tls, tokens=tokens)
+        if tokens is not None and _restarted_by_ray():
+            # the table this actor was created with may be older than the service's current one (a token
+            # revoked since): refuse calls until the service sends the current table
+            self._server.token_check.awaiting_table = True
         await self._server.start()
         return bound
+
+    def set_tokens(self, entries: list) -> int:
+        """Serve with this token table from now on (the service pushes every reload); returns its size."""
+        async def swap() -> None:
+            self._server.set_tokens(entries)
+
+        asyncio.run_coroutine_threadsafe(swap(), self._loop).result(timeout=30)
+        return len(entries)
 
     def endpoint(self) -> str:
         return f"{self._advertise_host}:{self._port}"
@@ -148,6 +173,15 @@ class WorkerActor:
         # the service kills the actor next, and a killed process runs no exit handlers
         self._remove_bundle_folder()
         return True
+
+
+def _restarted_by_ray() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - outside an actor: not restarted
+        return False
 
 
 def _node_ip() -> str:
@@ -195,6 +229,9 @@ class CloudService:
         self._started_ray = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
+        self._token_entries: list | None = None  # the table every worker should hold; None: no tokens
+        self._token_watcher = None
+        self._token_push_lock = threading.Lock()
 
     @property
     def endpoints(self) -> list[str]:
@@ -208,6 +245,7 @@ class CloudService:
         # fail here, with the bundle's own message, not inside an actor; and read the files once
         self.bundle_hash = Bundle(self.bundle_dir).bundle_hash
         bundle_files = serving_files(self.bundle_dir)
+        tls = self._read_security()
         if not ray.is_initialized():
             if self.config.ray_address:
                 ray.init(address=self.config.ray_address, logging_level=logging.WARNING)
@@ -233,13 +271,61 @@ class CloudService:
             if worker_cfg.metrics_port:
                 worker_cfg = worker_cfg.model_copy(update={"metrics_port": worker_cfg.metrics_port + i})
             actor = remote_cls.remote(self._bundle_files_ref, self.bundle_hash, worker_cfg.model_dump_json(),
-                                      f"worker-{i}", cfg.host, port)
+                                      f"worker-{i}", cfg.host, port, tls=tls, token_entries=self._token_entries)
             self.actors.append(actor)
         self.workers = ray.get([actor.describe.remote() for actor in self.actors], timeout=ready_timeout_s)
         ray.get([actor.set_endpoints.remote(self.endpoints) for actor in self.actors], timeout=ready_timeout_s)
         self._refresher = threading.Thread(target=self._refresh_loop, name="endpoint-refresh", daemon=True)
         self._refresher.start()
+        if self._token_watcher is not None:
+            self._token_watcher.start()
         return self.endpoints
+
+    def _read_security(self):
+        """Check the configuration's exposure, read the TLS files and the token file here in the driver
+        (workers on other nodes have none of them); returns the TLS material or None."""
+        from cloud_worker.config import check_serving_security
+        from cloud_worker.security import TlsMaterial
+        from cloud_worker.tokens import TokenFileWatcher
+
+        cfg = self.config
+        for warning in check_serving_security(cfg):
+            log.warning("%s", warning)
+        tls = None
+        if cfg.tls_cert_file is not None:
+            tls = TlsMaterial.from_files(cfg.tls_cert_file, cfg.tls_key_file, cfg.client_ca_file)
+        if cfg.tokens_file is not None:
+            self._token_watcher = TokenFileWatcher(cfg.tokens_file, self._push_tokens, cfg.tokens_poll_s)
+            self._token_entries = self._token_watcher.load()
+            if all(entry.revoked for entry in self._token_entries):
+                log.warning("%s holds no valid token: every device will be refused until one is added "
+                            "(agilenn tokens add --file %s --device NAME)", cfg.tokens_file, cfg.tokens_file)
+        return tls
+
+    def reload_tokens(self) -> None:
+        """Ask for the token file to be read again and pushed to every worker (SIGHUP does this); returns
+        at once. Changes to the file are also picked up by polling, every tokens_poll_s."""
+        if self._token_watcher is None:
+            raise RuntimeError("this service runs without a token file (tokens_file)")
+        self._token_watcher.request_reload()
+
+    def _push_tokens(self, entries: list | None, actors: list | None = None) -> None:
+        """Make `entries` the table and give it to every worker; or, with `actors`, give those the current
+        table. A worker that misses it gets it when the refresh loop sees it restarted (until then it
+        refuses calls)."""
+        import ray
+
+        with self._token_push_lock:  # so that a restarted worker never gets an older table after a newer one
+            if actors is None:
+                self._token_entries = entries
+                actors = self.actors
+            entries = self._token_entries
+            pending = [actor.set_tokens.remote(entries) for actor in actors]
+            for ref in pending:
+                try:
+                    ray.get(ref, timeout=30)
+                except Exception as exc:  # noqa: BLE001 - one unreachable worker must not stop the others
+                    log.warning("could not give the token table to a worker (it gets it once it is back): %s", exc)
 
     def _refresh_loop(self) -> None:
         """Re-read the endpoints (a worker restarted on another node moves) and tell every worker."""
@@ -254,7 +340,11 @@ class CloudService:
                     described.append(old)
             changed = [d["endpoint"] for d in described] != self.endpoints
             restarted = [d["worker_id"] for d, old in zip(described, self.workers) if d["pid"] != old["pid"]]
+            restarted_actors = [actor for actor, d, old in zip(self.actors, described, self.workers)
+                                if d["pid"] != old["pid"]]
             self.workers = described
+            if restarted_actors and self._token_entries is not None:
+                self._push_tokens(None, restarted_actors)  # they refuse calls until they have it
             if restarted:
                 log.warning("Ray restarted %s", ", ".join(restarted))
             if changed or restarted:
@@ -267,6 +357,8 @@ class CloudService:
         import ray
 
         self._stop.set()
+        if self._token_watcher is not None:
+            self._token_watcher.stop()
         if self._refresher is not None:
             self._refresher.join(timeout=5)
         if self.actors:
