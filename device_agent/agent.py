@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from agilenn.bundle import Bundle
+from agilenn.config_files import ConfigFileError
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig
@@ -82,6 +83,7 @@ class DeviceAgent:
         self._labels = self.bundle.manifest.labels
         self._alpha = float(self.bundle.manifest.mixing.alpha_local)
         self._hash = self.bundle.bundle_hash
+        self._credentials, self._token = read_credentials(self.config)
         self._ids = itertools.count(1)
         self._index = itertools.count(0)
         self._links: list[Link] = []
@@ -107,7 +109,8 @@ class DeviceAgent:
                         reconnect_initial_s=self.config.reconnect_initial_s,
                         reconnect_max_s=self.config.reconnect_max_s,
                         max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
-                        on_info=self._on_info)
+                        on_info=self._on_info, credentials=self._credentials, token=self._token,
+                        tls_server_name=self.config.tls_server_name)
             self._links.append(link)
         link.start()
 
@@ -284,6 +287,30 @@ class DeviceAgent:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_credentials(config: DeviceConfig) -> tuple[grpc.ChannelCredentials | None, str | None]:
+    """The TLS credentials (None: plaintext) and the token (None: none) a DeviceConfig names, read once."""
+    def read(path: str, what: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise FileNotFoundError(f"{what} {path}: {exc.strerror or exc}") from None
+
+    credentials = None
+    if config.ca_file is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(config.ca_file, "CA file (ca_file, --ca)"),
+            private_key=read(config.key_file, "client key (key_file, --key)") if config.key_file else None,
+            certificate_chain=read(config.cert_file, "client certificate (cert_file, --cert)") if config.cert_file
+            else None)
+    token = None
+    if config.token_file is not None:
+        token = read(config.token_file, "token file (token_file, --token-file)").decode("utf-8", "replace").strip()
+        if not token:
+            raise ConfigFileError(f"token file {config.token_file} is empty; put in it the token that "
+                                  "`agilenn tokens add` printed")
+    return credentials, token
 
 
 def _code_name(code: int) -> str:

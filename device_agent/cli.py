@@ -50,6 +50,11 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
         data["deadline_ms"] = args.deadline_ms
     if args.confidence_threshold is not None:
         data["local_confidence_threshold"] = args.confidence_threshold
+    for flag, field in (("ca", "ca_file"), ("cert", "cert_file"), ("key", "key_file"), ("token_file", "token_file"),
+                        ("tls_server_name", "tls_server_name")):
+        value = getattr(args, flag)
+        if value is not None:
+            data[field] = value
     return DeviceConfig.model_validate(data)
 
 
@@ -68,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deadline-ms", type=float, default=None, help="per-input wait for the remote answer")
     run.add_argument("--confidence-threshold", type=float, default=None,
                      help="answer locally when the local top probability reaches this")
+    security = run.add_argument_group("security")
+    security.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
+    security.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
+    security.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
+    security.add_argument("--token-file", metavar="FILE",
+                          help="file holding this device's token (agilenn tokens add), read once at start")
+    security.add_argument("--tls-server-name", metavar="NAME",
+                          help="verify the workers' certificates against NAME instead of each address's host")
     run.add_argument("--wait-ready-s", type=float, default=5.0,
                      help="wait this long for a worker before the first input (answers are local meanwhile)")
     run.add_argument("--log-format", choices=("text", "json"), default="json")

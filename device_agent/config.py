@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agilenn.config_files import load_yaml_model
+from agilenn.network import address_host, is_loopback_host
 
 
 class DeviceConfig(BaseModel):
@@ -29,6 +30,29 @@ class DeviceConfig(BaseModel):
                     "the current endpoints (a worker restarted on another node has a new address)")
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads for device.onnx")
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest response accepted")
+    # Security: with ca_file every link is TLS, verified against that CA, and never falls back to plaintext.
+    ca_file: str | None = Field(None, description="PEM CA that signed the workers' certificates: connect with TLS")
+    cert_file: str | None = Field(None, description="PEM client certificate, for workers that require one (mutual TLS)")
+    key_file: str | None = Field(None, description="PEM private key of cert_file")
+    tls_server_name: str | None = Field(
+        None, description="name to verify the workers' certificates against instead of each address's host "
+                          "(when workers are reached at addresses their certificate does not name)")
+    token_file: str | None = Field(
+        None, description="file holding this device's token (agilenn tokens add), read once at start and sent as "
+                          "`authorization: Bearer` metadata on every call")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> "DeviceConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file (--cert) and key_file (--key)")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("a client certificate (cert_file, --cert) is for TLS: give ca_file (--ca) as well")
+        if self.token_file is not None and self.ca_file is None:
+            exposed = [address for address in self.cloud if not is_loopback_host(address_host(address))]
+            if exposed:
+                raise ValueError(f"refusing to send the token in clear to {', '.join(exposed)}: give ca_file (--ca) "
+                                 "so that the workers are reached over TLS")
+        return self
 
 
 def load_device_config(path: str | Path) -> DeviceConfig:

@@ -18,11 +18,17 @@ from typing import Callable
 import grpc
 
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
+from agilenn.network import address_host, is_loopback_host
 from agilenn.v1.tensors import BUNDLE_HASH_METADATA
 
 log = logging.getLogger(__name__)
 
 _END = object()
+AUTHORIZATION_METADATA = "authorization"
+# refusals that the same credentials will meet again: the link retries them at reconnect_max_s
+_ACCESS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# how a failed TLS handshake shows in a status's details
+_TLS_FAILURE_MARKS = ("ssl", "handshake", "certificate")
 
 
 class Slot:
@@ -48,8 +54,21 @@ def _requests(outbox: queue.SimpleQueue):
 class Link:
     def __init__(self, address: str, bundle_hash: str, *, connect_timeout_s: float, reconnect_initial_s: float,
                  reconnect_max_s: float, max_message_bytes: int, clock: Callable[[], float],
-                 on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None) -> None:
+                 on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
+                 tls_server_name: str | None = None) -> None:
+        """`credentials`: connect with TLS (never plaintext); `token`: sent as bearer metadata on every call;
+        `tls_server_name`: verify the worker's certificate against this name instead of the address's host."""
         self.address = address
+        self._credentials = credentials
+        self._tls_server_name = tls_server_name
+        self._auth_metadata = ((AUTHORIZATION_METADATA, f"Bearer {token}"),) if token else ()
+        # a token goes in clear only to this machine; the device config refuses other plaintext addresses,
+        # and this covers the ones workers list later
+        self._token_in_clear_refused = bool(token) and credentials is None and not is_loopback_host(
+            address_host(address))
+        self.refused_access = False  # the last attempt was refused for its token or TLS: retry slowly
+        self._logged_reason: str | None = None
         self.bundle_hash = bundle_hash
         self._hash_per_request = bundle_hash  # until the worker says it takes the stream's metadata
         self.connect_timeout_s = connect_timeout_s
@@ -108,7 +127,8 @@ class Link:
             return None
         try:
             return inference_pb2_grpc.InferenceStub(channel).GetServiceInfo(inference_pb2.ServiceInfoRequest(),
-                                                                            timeout=timeout_s)
+                                                                            timeout=timeout_s,
+                                                                            metadata=self._auth_metadata)
         except (grpc.RpcError, ValueError):  # ValueError: the channel closed meanwhile
             return None
 
@@ -130,20 +150,35 @@ class Link:
         while not self._closed.is_set():
             if self._session():
                 delay = self.reconnect_initial_s  # it was up: start backing off afresh
+            if self.refused_access:
+                delay = self.reconnect_max_s  # the same token or certificate would be refused again at once
             if self._closed.wait(delay * random.uniform(0.8, 1.2)):
                 break
             delay = min(delay * 2.0, self.reconnect_max_s)
 
     def _session(self) -> bool:
         """One connection: handshake, stream until it ends. True when the stream was up."""
+        if self._token_in_clear_refused:
+            self.refused_access = True
+            self.reason = (f"auth: refusing to send the token in clear to {self.address}; configure ca_file (--ca) "
+                           "to reach it over TLS")
+            self._log_failure(logging.ERROR, "")
+            return False
         options = [("grpc.max_receive_message_length", self.max_message_bytes),
                    ("grpc.enable_retries", 0)]
-        self._channel = channel = grpc.insecure_channel(self.address, options=options)
+        if self._credentials is not None:
+            if self._tls_server_name:
+                options.append(("grpc.ssl_target_name_override", self._tls_server_name))
+            channel = grpc.secure_channel(self.address, self._credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(self.address, options=options)
+        self._channel = channel
         stub = inference_pb2_grpc.InferenceStub(channel)
         was_up = False
         try:
             info = stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=self.connect_timeout_s,
-                                       wait_for_ready=False)
+                                       wait_for_ready=False, metadata=self._auth_metadata)
+            self.refused_access = False
             if info.bundle_hash != self.bundle_hash:
                 self.refused = True
                 self.reason = (f"bundle_mismatch: this device runs {self.bundle_hash} but the worker at "
@@ -158,8 +193,8 @@ class Link:
             # the bundle is named once for the stream, and in every request only for a worker
             # that predates that (it would refuse requests naming none)
             self._hash_per_request = "" if info.accepts_call_bundle_hash else self.bundle_hash
-            responses = self._call = stub.InferStream(_requests(outbox),
-                                                      metadata=((BUNDLE_HASH_METADATA, self.bundle_hash),))
+            responses = self._call = stub.InferStream(
+                _requests(outbox), metadata=((BUNDLE_HASH_METADATA, self.bundle_hash),) + self._auth_metadata)
             with self._lock:
                 if self._closed.is_set():
                     return False
@@ -168,6 +203,7 @@ class Link:
                 self.reason = ""
             self.connects += 1
             was_up = True
+            self._logged_reason = None
             log.info("streaming to worker %s at %s", info.worker_id, self.address)
             for response in responses:
                 self._deliver(response)
@@ -178,10 +214,22 @@ class Link:
                 return was_up
             code = exc.code() if hasattr(exc, "code") else None
             name = code.name if code is not None else "UNKNOWN"
-            self.reason = f"{'stream_broken' if was_up else 'unavailable'}: {name}"
-            if was_up or self.connects == 0:
-                log.warning("link to %s: %s (%s)", self.address, self.reason,
-                            exc.details() if hasattr(exc, "details") else exc)
+            details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+            if code in _ACCESS_REFUSED:
+                # the worker's message says what to do (ask for a token, a revoked one): keep it in the reason
+                self.refused_access = True
+                self.reason = f"auth: {name}: {details}"
+                self._log_failure(logging.ERROR, "")
+            elif (self._credentials is not None and not was_up
+                  and any(mark in details.lower() for mark in _TLS_FAILURE_MARKS)):
+                self.refused_access = True
+                self.reason = f"tls: the TLS handshake with {self.address} failed"
+                self._log_failure(logging.ERROR, details)
+            else:
+                self.refused_access = False
+                self.reason = f"{'stream_broken' if was_up else 'unavailable'}: {name}"
+                if was_up or self.connects == 0:
+                    self._log_failure(logging.WARNING, details)
         finally:
             with self._lock:
                 self.ready = False
@@ -193,6 +241,13 @@ class Link:
             self._channel = None
             self._call = None
         return was_up
+
+    def _log_failure(self, level: int, details: str) -> None:
+        """Log why the link is down once per change of reason, not once per attempt."""
+        if self.reason == self._logged_reason:
+            return
+        self._logged_reason = self.reason
+        log.log(level, "link to %s: %s%s", self.address, self.reason, f" ({details})" if details else "")
 
     def _deliver(self, response: inference_pb2.InferResponse) -> None:
         with self._lock:
