@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "device": ("device_agent.cli", "device", "run the device agent over a source of inputs"),
     "demo": ("commands.demo", "cloud", "run the whole system on the embedded default"),
     "bench": ("commands.bench", "cloud", "measure the cloud data plane"),
+    "certs": ("commands.certs", "cloud", "write a development CA and server and client certificates"),
+    "tokens": ("commands.tokens", "cloud", "issue, revoke and list per-device tokens"),
     "simulate": ("simulation.cli", "device", "model every scheme's latency, energy and memory on weak devices and links"),
 }
 
@@ -25,6 +27,7 @@ _EXTRA_PACKAGES = {
     "torch": "train", "onnx": "train", "onnxscript": "train", "captum": "train", "tqdm": "train",
     "onnxruntime": "device", "grpc": "device", "google": "device",
     "ray": "cloud", "grpc_health": "cloud", "grpc_reflection": "cloud", "prometheus_client": "cloud",
+    "cryptography": "cloud",
     "matplotlib": "sim",
 }
 

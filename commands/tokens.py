@@ -1,0 +1,64 @@
+"""`agilenn tokens`: issue, revoke and list per-device tokens in a token file.
+
+`add` prints the new token alone on standard output, once: the file keeps only its salted hash,
+so a lost token cannot be shown again (revoke it and add another). A running
+`agilenn cloud serve --tokens FILE` picks up every change within a second, or at once on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cloud_worker.tokens import issue_token, read_token_file, revoke_tokens, write_token_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agilenn tokens", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="issue a token for a device; prints the token alone on stdout")
+    add.add_argument("--file", required=True, help="token file (created when missing)")
+    add.add_argument("--device", required=True, help="device name; labels the workers' logs and metrics")
+    revoke = commands.add_parser("revoke", help="revoke a device's tokens (or one token by id)")
+    revoke.add_argument("--file", required=True, help="token file")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", help="revoke every token of this device")
+    which.add_argument("--id", dest="token_id", help="revoke the token with this id (the part before the dot)")
+    listing = commands.add_parser("list", help="list the tokens: id, device, created, revoked (never secrets)")
+    listing.add_argument("--file", required=True, help="token file")
+    listing.add_argument("--json", action="store_true", help="one JSON object per token, one a line")
+    args = parser.parse_args(argv)
+
+    if args.command == "add":
+        tokens = read_token_file(args.file, missing_ok=True)
+        token, entry = issue_token(tokens, args.device)
+        write_token_file(args.file, tokens)
+        print(f"token {entry.id} issued to device {entry.device!r}; it is shown once, store it on the device "
+              "(agilenn device run --token-file FILE)", file=sys.stderr)
+        print(token)
+        return 0
+    tokens = read_token_file(args.file)
+    if args.command == "revoke":
+        revoked = revoke_tokens(tokens, device=args.device, token_id=args.token_id)
+        if not revoked:
+            named = f"device {args.device!r}" if args.device else f"id {args.token_id}"
+            print(f"no valid token of {named} in {args.file}; nothing revoked", file=sys.stderr)
+            return 1
+        write_token_file(args.file, tokens)
+        for entry in revoked:
+            print(f"revoked token {entry.id} of device {entry.device!r}", file=sys.stderr)
+        return 0
+    for entry in tokens.tokens:
+        row = {"id": entry.id, "device": entry.device, "created": entry.created, "revoked": entry.revoked,
+               "revoked_at": entry.revoked_at}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            state = f"revoked {entry.revoked_at or ''}".strip() if entry.revoked else "valid"
+            print(f"{entry.id}  {entry.device:<24}  created {entry.created}  {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
