@@ -9,7 +9,13 @@ process; this process is the client, on grpc.aio. Measured:
   request in flight on one stream;
 - throughput_16_streams_per_s / rtt_p99_16_streams_ms: 16 streams, one request in flight
   on each;
-- overhead_ratio = infer_rtt_p50_ms / (echo_rtt_p50_ms + remote_compute_p50_ms).
+- overhead_ratio = infer_rtt_p50_ms / (echo_rtt_p50_ms + remote_compute_p50_ms);
+- connect_p50_ms: a new channel's first call (GetServiceInfo), handshakes included.
+
+With --secure the same measurements run again in the same invocation against a server with
+mutual TLS and a device token (a development CA and token made for the run): `secure` holds
+those figures, `secure_vs_plain` each secure figure over its plaintext one, and
+`secure_cost_ms` what TLS and the token add to a round trip (p50, streamed and unary).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -30,14 +37,24 @@ import numpy as np
 DEFAULT_BUNDLE = "bundles/fashion-mnist"
 
 
-def _serve(bundle_dir: str, config_json: str, conn) -> None:
-    """Child process: one worker server until told to stop."""
+def _serve(bundle_dir: str, config_json: str, conn, security: dict | None = None) -> None:
+    """Child process: one worker server until told to stop. `security`: ServeConfig's TLS and token
+    file fields, to serve mutual TLS with tokens."""
     from agilenn.bundle import Bundle
     from cloud_worker.config import WorkerConfig
     from cloud_worker.server import create_server
 
+    tls = tokens = None
+    if security:
+        from cloud_worker.security import TlsMaterial
+        from cloud_worker.tokens import TokenTable, read_token_file
+
+        tls = TlsMaterial.from_files(security["tls_cert_file"], security["tls_key_file"], security["client_ca_file"])
+        tokens = TokenTable(read_token_file(security["tokens_file"]).tokens)
+
     async def run() -> None:
-        server, port = create_server(Bundle(bundle_dir), WorkerConfig.model_validate_json(config_json))
+        server, port = create_server(Bundle(bundle_dir), WorkerConfig.model_validate_json(config_json),
+                                     tls=tls, tokens=tokens)
         await server.start()
         conn.send(port)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -93,7 +110,9 @@ async def _stream_rtts(make_call, messages: list, count: int, warmup: int) -> tu
     return rtts, elapsed
 
 
-async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams: int) -> dict[str, Any]:
+async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams: int,
+                  security: dict | None = None) -> dict[str, Any]:
+    """`security`: DeviceConfig's TLS and token file fields, to call as a device with a certificate and token."""
     import grpc
 
     from agilenn.v1 import inference_pb2, inference_pb2_grpc
@@ -101,16 +120,29 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
 
     payloads = [bundle.codec.encode(sample) for sample in indices]
     shape = list(bundle.remote_shape)
-    named = ((BUNDLE_HASH_METADATA, bundle.bundle_hash),)  # streams name the bundle once, as the device agent does
+    address = f"127.0.0.1:{port}"
+    token: tuple = ()
+    if security:
+        credentials = grpc.ssl_channel_credentials(*(Path(security[field]).read_bytes()
+                                                     for field in ("ca_file", "key_file", "cert_file")))
+        token = (("authorization", "Bearer " + Path(security["token_file"]).read_text().strip()),)
+
+        def open_channel():
+            return grpc.aio.secure_channel(address, credentials)
+    else:
+        def open_channel():
+            return grpc.aio.insecure_channel(address)
+    # streams name the bundle once, as the device agent does
+    named = ((BUNDLE_HASH_METADATA, bundle.bundle_hash),) + token
     infer = [inference_pb2.InferRequest(request_id=i + 1,
                                         features=inference_pb2.Tensor(data=p, shape=shape, codec=bundle.codec.codec_id))
              for i, p in enumerate(payloads)]
     echo = [inference_pb2.EchoMessage(request_id=i + 1, data=p) for i, p in enumerate(payloads)]
     warmup = max(requests // 10, 50)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel() as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
-        await stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=30)
-        echo_rtts, _ = await _stream_rtts(stub.EchoStream, echo, requests, warmup)
+        await stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=30, metadata=token)
+        echo_rtts, _ = await _stream_rtts(partial(stub.EchoStream, metadata=token), echo, requests, warmup)
         infer_rtts, infer_s = await _stream_rtts(partial(stub.InferStream, metadata=named), infer, requests, warmup)
         unary = []
         for i in range(min(requests, 500)):
@@ -118,8 +150,16 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
             await stub.Infer(infer[i % len(infer)], metadata=named)
             unary.append((time.perf_counter() - sent) * 1000.0)
 
+    connects = []  # a device (re)connecting: a new channel and its handshake call
+    for _ in range(20):
+        sent = time.perf_counter()
+        async with open_channel() as channel:
+            await inference_pb2_grpc.InferenceStub(channel).GetServiceInfo(
+                inference_pb2.ServiceInfoRequest(), timeout=30, metadata=token)
+            connects.append((time.perf_counter() - sent) * 1000.0)
+
     # one channel per stream, as separate devices would have
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(streams)]
+    channels = [open_channel() for _ in range(streams)]
     try:
         stubs = [inference_pb2_grpc.InferenceStub(c) for c in channels]
         per_stream = max(requests // 4, 100)
@@ -141,12 +181,37 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
         f"throughput_{streams}_streams_per_s": len(many_rtts) / many_s,
         f"rtt_p50_{streams}_streams_ms": _pct(many_rtts, 50),
         f"rtt_p99_{streams}_streams_ms": _pct(many_rtts, 99),
+        "connect_p50_ms": _pct(connects, 50),
         "payload_bytes_median": float(np.median([len(p) for p in payloads])),
     }
 
 
+def _measure(bundle_dir: str | Path, config, bundle, indices: np.ndarray, requests: int, streams: int,
+             security=None) -> dict[str, Any]:
+    """Start one worker server in a child process, measure it from this one, stop it.
+    `security`: a commands.certs.DevSecurity to serve and call with."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    serve_security = security.serve_fields() if security is not None else None
+    process = context.Process(target=_serve, args=(str(bundle_dir), config.model_dump_json(), child, serve_security),
+                              daemon=True)
+    process.start()
+    try:
+        if not parent.poll(120):
+            raise RuntimeError("the bench server did not start within 120 s")
+        port = parent.recv()
+        return asyncio.run(_client(port, bundle, indices, requests, streams,
+                                   security.device_fields() if security is not None else None))
+    finally:
+        parent.send("stop")
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+
+
 def bench_cloud(bundle_dir: str | Path, requests: int = 2000, streams: int = 16,
-                max_batch_size: int | None = None, max_batch_wait_ms: float | None = None) -> dict[str, Any]:
+                max_batch_size: int | None = None, max_batch_wait_ms: float | None = None,
+                secure: bool = False) -> dict[str, Any]:
     from agilenn.bundle import Bundle
     from cloud_worker.config import WorkerConfig
 
@@ -157,20 +222,14 @@ def bench_cloud(bundle_dir: str | Path, requests: int = 2000, streams: int = 16,
     indices = _samples(bundle, 256)
     compute = remote_compute_ms(bundle, indices, max(requests, 500))
 
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=_serve, args=(str(bundle_dir), config.model_dump_json(), child), daemon=True)
-    process.start()
-    try:
-        if not parent.poll(120):
-            raise RuntimeError("the bench server did not start within 120 s")
-        port = parent.recv()
-        client = asyncio.run(_client(port, bundle, indices, requests, streams))
-    finally:
-        parent.send("stop")
-        process.join(15)
-        if process.is_alive():
-            process.kill()
+    client = _measure(bundle_dir, config, bundle, indices, requests, streams)
+    secured = None
+    if secure:
+        from commands.certs import write_dev_security
+
+        with tempfile.TemporaryDirectory(prefix="agilenn-bench-secure-") as folder:
+            secured = _measure(bundle_dir, config, bundle, indices, requests, streams,
+                               write_dev_security(folder, device="bench"))
     report = {
         "bundle": str(bundle_dir),
         "bundle_hash": bundle.bundle_hash,
@@ -185,6 +244,15 @@ def bench_cloud(bundle_dir: str | Path, requests: int = 2000, streams: int = 16,
     report["overhead_ratio"] = report["infer_rtt_p50_ms"] / (report["echo_rtt_p50_ms"] + report["remote_compute_p50_ms"])
     report[f"throughput_ratio_{streams}_vs_1"] = (
         report[f"throughput_{streams}_streams_per_s"] / report["throughput_1_stream_per_s"])
+    if secured is not None:
+        report["secure"] = {"mutual_tls": True, "token": True, **secured}
+        report["secure_vs_plain"] = {key: secured[key] / client[key] for key in client
+                                     if key != "payload_bytes_median" and client[key]}
+        report["secure_cost_ms"] = {
+            "infer_stream_p50": secured["infer_rtt_p50_ms"] - client["infer_rtt_p50_ms"],
+            "infer_unary_p50": secured["infer_unary_rtt_p50_ms"] - client["infer_unary_rtt_p50_ms"],
+            "connect_p50": secured["connect_p50_ms"] - client["connect_p50_ms"],
+        }
     return report
 
 
@@ -197,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     cloud.add_argument("--streams", type=int, default=16, help="concurrent streams for the throughput run")
     cloud.add_argument("--max-batch-size", type=int, default=None)
     cloud.add_argument("--max-batch-wait-ms", type=float, default=None)
+    cloud.add_argument("--secure", action="store_true",
+                       help="measure again over mutual TLS with a device token, in the same run, and report the ratios")
     cloud.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    report = bench_cloud(args.bundle, args.requests, args.streams, args.max_batch_size, args.max_batch_wait_ms)
+    report = bench_cloud(args.bundle, args.requests, args.streams, args.max_batch_size, args.max_batch_wait_ms,
+                         secure=args.secure)
     if args.json:
         print(json.dumps(report))
     else:

@@ -3,14 +3,18 @@
 Starts a local Ray with the cloud workers for a bundle, runs the device agent over a
 dataset's test split (one sample at a time, as a sensor loop would), checks the mixed
 predictions against the same bundle evaluated offline (what `agilenn evaluate` computes),
-prints a short table (or one JSON object with --json) and stops everything.
+prints a short table (or one JSON object with --json) and stops everything. With --secure
+the same run goes over mutual TLS with a device token, from a development CA and token file
+made for it in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,8 +39,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 2,
              deadline_ms: float = 100.0, confidence_threshold: float | None = None, progress: bool = True,
-             ray_init_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Serve `bundle_dir` on local Ray workers, stream `images` through a DeviceAgent, return the report."""
+             ray_init_kwargs: dict[str, Any] | None = None, secure: bool = False) -> dict[str, Any]:
+    """Serve `bundle_dir` on local Ray workers, stream `images` through a DeviceAgent, return the report.
+    `secure`: over mutual TLS with a device token, from a development CA and token file made for the run."""
     import ray
     from tqdm import tqdm
 
@@ -47,15 +52,23 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
 
     t0 = time.perf_counter()
     bundle = Bundle(bundle_dir)
+    serve_security, device_security, secrets_folder = {}, {}, None
+    if secure:
+        from commands.certs import write_dev_security
+
+        secrets_folder = Path(tempfile.mkdtemp(prefix="agilenn-demo-secure-"))
+        security = write_dev_security(secrets_folder, device="demo-device")
+        serve_security, device_security = security.serve_fields(), security.device_fields()
     started_ray = False
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
         started_ray = True
-    service = CloudService(bundle_dir, ServeConfig(workers=workers, port=0))
+    service = CloudService(bundle_dir, ServeConfig(workers=workers, port=0, **serve_security))
     agent = None
     try:
         endpoints = service.start()
-        config = DeviceConfig(cloud=endpoints, deadline_ms=deadline_ms, local_confidence_threshold=confidence_threshold)
+        config = DeviceConfig(cloud=endpoints, deadline_ms=deadline_ms, local_confidence_threshold=confidence_threshold,
+                              **device_security)
         agent = DeviceAgent(bundle, config)
         if not agent.wait_ready(30.0, workers=len(endpoints)):
             print(f"warning: streams open to {agent.connected} of {len(endpoints)} workers", file=sys.stderr)
@@ -78,6 +91,8 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
         service.stop()
         if started_ray:
             ray.shutdown()
+        if secrets_folder is not None:
+            shutil.rmtree(secrets_folder, ignore_errors=True)
 
     predicted = np.array([r.label for r in results])
     local_predicted = np.array([r.local_label for r in results])
@@ -91,6 +106,7 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
         "bundle": str(bundle_dir),
         "bundle_hash": bundle.bundle_hash,
         "workers": workers,
+        "secure": secure,  # mutual TLS and a device token
         "total": int(len(images)),
         "answered": int(len(results)),
         "accuracy": float((predicted == labels).mean()) if len(results) else None,
@@ -136,6 +152,8 @@ def format_table(report: dict[str, Any]) -> str:
         rows.insert(4, ("local fallbacks", ", ".join(f"{v} {k}" for k, v in report["fallback_reasons"].items())))
     width = max(len(name) for name, _ in rows)
     head = f"agilenn demo: {report['bundle']} on {report['workers']} Ray worker(s), {report['total']:,} test inputs"
+    if report.get("secure"):
+        head += ", over mutual TLS with a device token"
     return "\n".join([head, ""] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-ms", type=float, default=100.0, help="per-input wait for the remote answer")
     parser.add_argument("--confidence-threshold", type=float, default=None,
                         help="answer locally when the device's top probability reaches this")
+    parser.add_argument("--secure", action="store_true",
+                        help="serve and stream over mutual TLS with a device token (a dev CA and token made for the run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -157,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset_name, split = evaluation_split(Bundle(args.bundle), args.dataset, args.limit)
     report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,
-                      confidence_threshold=args.confidence_threshold, progress=not args.no_progress)
+                      confidence_threshold=args.confidence_threshold, progress=not args.no_progress,
+                      secure=args.secure)
     report["dataset"] = dataset_name
     print(json.dumps(report) if args.json else format_table(report))
     return 0
