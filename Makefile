@@ -1,5 +1,6 @@
 # make test: set up .venv from scratch when needed, fetch the dataset, run the tests.
 # make test-device: the same tests in .venv-device, a device install (no torch, no Ray).
+# make test-cluster: a two-node Ray cluster in network namespaces on this machine (root), a node killed.
 # make demo: the whole system on the embedded default (local Ray, bundled model, Fashion-MNIST).
 VENV   ?= .venv
 PYTHON ?= python3
@@ -11,7 +12,7 @@ DEVICE_STAMP := $(DEVICE_VENV)/.agilenn-installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup data test test-device test-slow demo bench evaluate clean
+.PHONY: setup data test test-device test-slow test-cluster demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -42,6 +43,10 @@ test-device: $(DEVICE_STAMP) data
 
 test-slow: $(STAMP) data
 	$(PY) -m pytest -q -m slow
+
+# Skips (and passes) when not root or without `ip`; -s shows the failover report (JSON).
+test-cluster: $(STAMP)
+	$(PY) -m pytest -q -s -m multinode tests/test_multinode_cluster.py
 
 demo: $(STAMP) data
 	$(VENV)/bin/agilenn demo

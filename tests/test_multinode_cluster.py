@@ -1,0 +1,92 @@
+"""A real two-node Ray cluster on this machine (scripts/local_cluster.py: network namespaces joined by a
+bridge; needs root and `ip`): the workers spread over both nodes, a device that learns them all from
+one endpoint, and the second node killed while the device streams. `make test-cluster` runs it; the
+default run leaves it out (marker `multinode`)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.multinode
+pytest.importorskip("ray", reason="starts Ray nodes: needs the cloud extra")
+
+_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "local_cluster.py"
+_spec = importlib.util.spec_from_file_location("local_cluster", _SCRIPT)
+local_cluster = sys.modules["local_cluster"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(local_cluster)
+
+# "tls": TLS with client certificates and a per-device token, as in production; "plaintext" runs the
+# same suite with --insecure.
+SECURITY = "plaintext"
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_bundle):
+    try:
+        local_cluster.check_available()
+    except local_cluster.ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    running = local_cluster.LocalCluster(bundle=tiny_bundle.folder, security=SECURITY)
+    try:
+        try:
+            running.up()
+        except local_cluster.ClusterUnavailable as exc:
+            pytest.skip(str(exc))
+        running.serve()
+        yield running
+    finally:
+        running.down()
+
+
+def images(bundle, count, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, *bundle.manifest.input.shape), dtype=np.uint8)
+
+
+def test_workers_spread_over_both_nodes_each_advertising_its_node_address(cluster):
+    layout = cluster.layout
+    hosts = sorted(local_cluster.worker_ip(endpoint) for endpoint in cluster.endpoints)
+    assert hosts == sorted([layout.head_ip, layout.node_ip]), cluster.endpoints
+
+
+def test_the_device_learns_every_worker_from_one_endpoint(cluster, tiny_bundle):
+    device = cluster.start_device(cluster.endpoints[:1], {"deadline_ms": 5000})
+    results = [device.infer(image) for image in images(tiny_bundle, 20)]
+    device.close()
+    assert [r["source"] for r in results] == ["mixed"] * len(results)
+    assert {r["worker_id"] for r in results} == {"worker-0", "worker-1"}
+    linked = {record["msg"].rsplit(" at ", 1)[1] for _, record in device.logs()
+              if record["msg"].startswith("streaming to worker")}
+    assert linked == set(cluster.endpoints)
+
+
+@pytest.mark.skipif(SECURITY != "tls", reason="the cluster serves plaintext")
+def test_a_device_without_a_token_gets_local_answers_that_say_why(cluster, tiny_bundle):
+    certificates = cluster.credentials.device_args()
+    without_token = certificates[:certificates.index("--token-file")]
+    device = cluster.start_device(cluster.endpoints[:1], {"deadline_ms": 2000}, security_args=without_token,
+                                  wait_ready_s=2)
+    results = [device.infer(image) for image in images(tiny_bundle, 3)]
+    device.close()
+    assert [r["source"] for r in results] == ["local_fallback"] * 3
+    assert all("UNAUTHENTICATED" in r["reason"] or "auth" in r["reason"] for r in results), results[0]["reason"]
+
+
+def test_a_killed_node_costs_no_input_and_its_worker_comes_back_on_the_head(cluster):
+    report = local_cluster.stream_through_node_failure(cluster, "kill")
+    print(json.dumps({"multinode_failover": report}))
+    layout = cluster.layout
+    assert report["answered_in_order"]
+    assert report["fallbacks_without_reason"] == 0
+    assert set(report["sources_after_kill"]) <= {"mixed", "local_fallback"}
+    # Ray restarted the killed worker on the surviving node, at that node's address, and the device
+    # found it there and offloads to every worker again
+    assert report["killed_workers"] and set(report["restarted_endpoints"]) == set(report["killed_workers"])
+    assert all(local_cluster.worker_ip(endpoint) == layout.head_ip
+               for endpoint in report["restarted_endpoints"].values())
+    assert report["offloaded_share_last_inputs"] == 1.0
+    assert report["workers_answering_last_inputs"] == ["worker-0", "worker-1"]
+    assert report["seconds_from_kill"]["first_mixed_from_restarted_worker"] < 90
