@@ -21,7 +21,7 @@ _spec.loader.exec_module(local_cluster)
 
 # "tls": TLS with client certificates and a per-device token, as in production; "plaintext" runs the
 # same suite with --insecure.
-SECURITY = "plaintext"
+SECURITY = "tls"
 
 
 @pytest.fixture(scope="module")
