@@ -18,10 +18,11 @@ def test_a_cloud_config_holding_a_list_is_one_line_naming_the_file(tmp_path, cap
 def test_cloud_config_errors_name_the_file_and_field(tmp_path):
     from argparse import Namespace
 
-    from cloud_worker.cli import build_config
+    from cloud_worker.cli import build_config, build_parser
 
-    flags = dict.fromkeys(("max_batch_size", "max_batch_wait_ms", "metrics_port", "max_message_bytes",
-                           "drain_timeout_s", "workers", "host", "port", "ray_address", "cpus_per_worker"))
+    # every flag at its default (none given), so that a new flag needs no change here
+    flags = vars(build_parser().parse_args(["serve", "--bundle", "unused"]))
+    del flags["config"]
     path = tmp_path / "cloud.yaml"
     path.write_text("workers: 3\nworker: {max_batch_size: 0}\n")
     with pytest.raises(ConfigFileError, match=r"cloud\.yaml: invalid cloud config: worker\.max_batch_size: "):
