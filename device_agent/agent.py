@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -90,6 +91,7 @@ class DeviceAgent:
         self._links_lock = threading.Lock()
         self._workers: dict[str, Link] = {}
         self._turn = 0
+        self._backoff_until: dict[Link, float] = {}  # links that answered overloaded: when to offload to them again
         self._closed = False
         self._local_label = -1
         self._workers_listed = 0  # how many endpoints the workers last listed
@@ -157,16 +159,30 @@ class DeviceAgent:
     def _pick(self) -> Link | None:
         links = self._links
         count = len(links)
+        backoff = self._backoff_until
         for step in range(count):
             link = links[(self._turn + step) % count]
-            if link.ready:
-                self._turn = (self._turn + step + 1) % count
-                return link
+            if not link.ready:
+                continue
+            if backoff and link in backoff:
+                if backoff[link] > time.perf_counter():
+                    continue  # it answered overloaded a moment ago
+                del backoff[link]
+            self._turn = (self._turn + step + 1) % count
+            return link
         return None
+
+    def _back_off(self, link: Link, now: float) -> None:
+        backoff_s = self.config.overload_backoff_ms / 1000.0
+        if backoff_s > 0:
+            self._backoff_until[link] = now + backoff_s * random.uniform(0.5, 1.5)
 
     def _unavailable_reason(self) -> str:
         if not self._links:
             return "no_cloud: no worker address configured"
+        if self._backoff_until and any(link.ready and link in self._backoff_until for link in self._links):
+            return (f"overloaded: every reachable worker answered overloaded within about the last "
+                    f"{self.config.overload_backoff_ms:g} ms; answering locally until it has had time to catch up")
         reasons = sorted({link.reason for link in self._links if link.reason})
         return reasons[0] if len(reasons) == 1 else "; ".join(reasons) or "unavailable"
 
@@ -237,6 +253,7 @@ class DeviceAgent:
                                 start, after_model, sent, None, len(payload), None, woke)
         rtt_ms = (woke - sent) * 1000.0
         if response.status.code == _OVERLOADED_CODE:
+            self._back_off(link, woke)
             reason = f"overloaded: {response.status.message}"
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)

@@ -18,6 +18,12 @@ class DeviceConfig(BaseModel):
         description="worker addresses host:port to start from; the workers' GetServiceInfo adds the others. "
                     "Empty: answer everything locally")
     deadline_ms: float = Field(50.0, gt=0.0, description="how long one input waits for its remote logits")
+    overload_backoff_ms: float = Field(
+        100.0, ge=0.0,
+        description="after a worker answers overloaded, send it nothing for about this long (jittered by +-50%, so "
+                    "that devices do not all return at once) and answer locally meanwhile, reason overloaded: "
+                    "refusing a request still costs a worker a read and a write, so devices that kept sending "
+                    "would take its time from the requests it serves; 0: keep sending")
     local_confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="answer locally without offloading when the local top probability reaches this; None: always offload")

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--deadline-ms", type=float, default=200.0)
     fleet.add_argument("--confidence", type=float, default=None, help="answer locally above this confidence")
     fleet.add_argument("--connect-timeout-s", type=float, default=10.0, help="how long to wait for the streams")
+    fleet.add_argument("--overload-backoff-ms", type=float, default=None,
+                       help="how long a device sends nothing to a worker that answered overloaded (default: the "
+                            "device's own, 100; 0: keep sending)")
     fleet.add_argument("--report", default=None)
     fleet.add_argument("--json", action="store_true")
     emu = sub.add_parser("emulate", help="modelled vs measured latency over emulated links (needs root)")
@@ -185,7 +188,7 @@ def cmd_fleet(args) -> int:
     result = run_fleet(args.bundle, args.cloud, devices=args.devices, rate_hz=args.rate, seconds=args.seconds,
                        deadline_ms=args.deadline_ms, confidence=args.confidence,
                        report=Path(args.report) if args.report else None,
-                       connect_timeout_s=args.connect_timeout_s)
+                       connect_timeout_s=args.connect_timeout_s, overload_backoff_ms=args.overload_backoff_ms)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
 

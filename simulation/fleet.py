@@ -5,9 +5,9 @@ thread, sending test images open-loop at `rate_hz` (a late answer delays that de
 input, as on a real sensor loop). Reported: p50/p90/p99 end-to-end latency as the agent times
 it, throughput, the share answered locally (gate or fallback, with the reasons), and a
 latency CDF plot when a report folder is given. Of the inputs offloaded, each is either
-answered by the cloud (`mixed`; its latencies are reported apart), refused at once by an
-overloaded worker (`overloaded`), or unanswered: no answer from the cloud came (deadline
-passed, stream broken, no worker reachable). The devices share this machine's CPU, so the
+answered by the cloud (`mixed`; its latencies are reported apart), answered locally for an
+overloaded worker (`overloaded`: refused at once, or not sent while the device backs off), or
+unanswered: no answer from the cloud came (deadline passed, stream broken, no worker reachable). The devices share this machine's CPU, so the
 device model runs at host speed, not at a microcontroller's.
 """
 
@@ -27,14 +27,15 @@ from simulation.plotting import pyplot
 
 def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
               deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
-              connect_timeout_s: float = 10.0) -> dict[str, Any]:
+              connect_timeout_s: float = 10.0, overload_backoff_ms: float | None = None) -> dict[str, Any]:
     from agilenn.bundle import Bundle
     from agilenn.datasets import sample_images
     from device_agent import DeviceAgent, DeviceConfig
 
     bundle = Bundle(bundle_path)
     images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, 512)
-    config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence)
+    backoff = {} if overload_backoff_ms is None else {"overload_backoff_ms": overload_backoff_ms}
+    config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence, **backoff)
     agents = [DeviceAgent(bundle, config) for _ in range(devices)]
     try:
         connected = sum(agent.wait_ready(connect_timeout_s) for agent in agents)
@@ -70,8 +71,10 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     sources = Counter(r[1] for r in flat)
     reasons = Counter(r[2].split(":")[0] for r in flat if r[2])
     answered = np.array([r[0] for r in flat if r[1] == "mixed"])
-    # a fallback with no round trip got no answer from the cloud at all
-    unanswered = sum(1 for r in flat if r[1] == "local_fallback" and r[3] is None)
+    # a fallback with no round trip got no answer from the cloud at all, unless the device held it back
+    # because the worker had just answered overloaded
+    unanswered = sum(1 for r in flat if r[1] == "local_fallback" and r[3] is None
+                     and not r[2].startswith("overloaded"))
     result = {"devices": devices, "connected": connected, "rate_hz_per_device": rate_hz, "seconds": seconds,
               "cloud": cloud, "bundle": str(bundle_path), "inferences": len(flat),
               "throughput_per_s": len(flat) / wall, "offered_per_s": devices * rate_hz,

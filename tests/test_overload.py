@@ -1,6 +1,6 @@
 """Overload shedding without Ray: a worker whose queue is full answers RESOURCE_EXHAUSTED at once, in band on
 streams and as the status of unary calls, counts it, and serves what it queued; the device answers those inputs
-locally with reason `overloaded`, and the fleet reports them.
+locally with reason `overloaded` and sends that worker nothing for a while; the fleet reports them.
 
 A long `max_batch_wait_ms` holds the queued requests in the batcher, so the queue is full for as long as a test
 needs without a slow model."""
@@ -141,6 +141,39 @@ def test_the_device_answers_a_shed_input_locally_at_once_with_reason_overloaded(
     assert shed.timings_ms["total"] < HOLD_MS / 2
     assert shed.label == shed.local_label  # the device's own prediction
     assert served.source == MIXED
+
+
+def shed_total(server) -> float:
+    found = re.search(r"^agilenn_shed_requests_total (\S+)$", server.server.metrics.exposition().decode(), re.M)
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("backoff_ms", [400, 0])
+def test_after_an_overloaded_answer_the_device_sends_that_worker_nothing_for_a_while(
+        tiny_bundle, images, worker_server, backoff_ms):
+    config = WorkerConfig(max_queue_requests=1, max_batch_size=64, max_batch_wait_ms=HOLD_MS)
+    with worker_server(tiny_bundle, config) as server, \
+            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000)) as first, \
+            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000,
+                                                  overload_backoff_ms=backoff_ms)) as second:
+        assert first.wait_ready(30) and second.wait_ready(30)
+        queued = threading.Thread(target=first.infer, args=(images[0],))
+        queued.start()
+        assert wait_until(lambda: server.server.servicer.batcher.pending == 1)
+        refused = second.infer(images[1])
+        held_back = second.infer(images[2])
+        shed_while_full = shed_total(server)
+        queued.join(30)  # the worker's queue is empty again, and more than the longest backoff has passed
+        resumed = second.infer(images[3])
+    assert refused.reason.startswith("overloaded: ") and refused.timings_ms["cloud_rtt"] is not None
+    assert held_back.source == LOCAL_FALLBACK and held_back.reason.startswith("overloaded: ")
+    if backoff_ms:
+        assert shed_while_full == 1  # the second input was never sent
+        assert held_back.timings_ms["cloud_rtt"] is None and "answering locally" in held_back.reason
+    else:
+        assert shed_while_full == 2  # sent, and refused by the worker again
+        assert held_back.timings_ms["cloud_rtt"] is not None
+    assert resumed.source == MIXED
 
 
 def test_the_fleet_reports_shed_inputs_as_overloaded_and_none_unanswered(tiny_bundle, worker_server):
