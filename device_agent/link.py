@@ -88,6 +88,7 @@ class Link:
         self._closed = threading.Event()
         self._channel: grpc.Channel | None = None
         self._call = None
+        self._checking = False  # a check_alive probe is under way
         self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
 
     def start(self) -> None:
@@ -122,8 +123,43 @@ class Link:
 
     def service_info(self, timeout_s: float) -> inference_pb2.ServiceInfo | None:
         """GetServiceInfo again on this link's open channel; None when the link is down or the call fails."""
+        return self._ask_service_info(timeout_s) if self.ready else None
+
+    def check_alive(self) -> None:
+        """An answer on this link missed its deadline: take the link out of the rotation and, in the
+        background, ask the worker for its service info. A worker that answers within connect_timeout_s
+        (slow, but there) gets inputs again; for one that does not, the stream is ended and the link
+        reconnects. A machine that lost power or its network sends no connection reset, so without this
+        the stream would look open for as long as TCP keeps retrying (many minutes), and every input sent
+        on it would wait out its deadline."""
+        with self._lock:
+            if self._checking or not self.ready:
+                return
+            self._checking = True
+            self.ready = False
+            self.reason = "checking: an answer missed its deadline; asking the worker whether it is still there"
+            call = self._call
+        threading.Thread(target=self._check_alive, args=(call,), name=f"check-{self.address}", daemon=True).start()
+
+    def _check_alive(self, call) -> None:
+        try:
+            alive = self._ask_service_info(self.connect_timeout_s) is not None
+            with self._lock:
+                if call is None or call is not self._call or self._outbox is None or self._closed.is_set():
+                    return  # that stream ended meanwhile; the next one starts ready by itself
+                if alive:
+                    self.ready = True
+                    self.reason = ""
+                    return
+            log.warning("link to %s: the worker answered neither a request within its deadline nor a probe "
+                        "within %g s; reconnecting", self.address, self.connect_timeout_s)
+            call.cancel()
+        finally:
+            self._checking = False
+
+    def _ask_service_info(self, timeout_s: float) -> inference_pb2.ServiceInfo | None:
         channel = self._channel
-        if channel is None or not self.ready:
+        if channel is None:
             return None
         try:
             return inference_pb2_grpc.InferenceStub(channel).GetServiceInfo(inference_pb2.ServiceInfoRequest(),
