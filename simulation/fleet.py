@@ -27,7 +27,10 @@ from simulation.plotting import pyplot
 
 def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
               deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
-              connect_timeout_s: float = 10.0, overload_backoff_ms: float | None = None) -> dict[str, Any]:
+              connect_timeout_s: float = 10.0, overload_backoff_ms: float | None = None,
+              keep_latencies: bool = False) -> dict[str, Any]:
+    """`keep_latencies`: also return every answered input's latency (`answered_latencies_ms`), so that runs in
+    several processes can be pooled into one set of percentiles."""
     from agilenn.bundle import Bundle
     from agilenn.datasets import sample_images
     from device_agent import DeviceAgent, DeviceConfig
@@ -87,6 +90,8 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
               "share_overloaded": reasons.get("overloaded", 0) / max(len(flat), 1),
               "latency_answered_ms": {f"p{q}": float(np.percentile(answered, q)) if len(answered) else None
                                       for q in (50, 90, 99)}}
+    if keep_latencies:
+        result["answered_latencies_ms"] = answered.tolist()
     if not flat:
         result["note"] = "no inferences in the run (no device input was due): no latency percentiles"
     if report is not None:

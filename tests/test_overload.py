@@ -182,7 +182,7 @@ def test_the_fleet_reports_shed_inputs_as_overloaded_and_none_unanswered(tiny_bu
     config = WorkerConfig(max_queue_requests=1, max_batch_size=64, max_batch_wait_ms=100)
     with worker_server(tiny_bundle, config) as server:
         result = run_fleet(tiny_bundle.folder, server.address, devices=4, rate_hz=20, seconds=1.0,
-                           deadline_ms=5000, connect_timeout_s=30)
+                           deadline_ms=5000, connect_timeout_s=30, keep_latencies=True)
     assert result["connected"] == 4
     assert result["overloaded"] > 0 and result["local_reasons"]["overloaded"] == result["overloaded"]
     assert result["share_overloaded"] == pytest.approx(result["overloaded"] / result["inferences"])
@@ -190,6 +190,7 @@ def test_the_fleet_reports_shed_inputs_as_overloaded_and_none_unanswered(tiny_bu
     assert result["answered_by_cloud"] == result["sources"]["mixed"] > 0
     assert result["answered_by_cloud"] + result["overloaded"] == result["inferences"]
     assert result["latency_answered_ms"]["p50"] <= result["latency_answered_ms"]["p99"]
+    assert len(result["answered_latencies_ms"]) == result["answered_by_cloud"]
 
 
 def test_cloud_serve_takes_max_queue_requests(monkeypatch):
