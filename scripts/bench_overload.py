@@ -64,6 +64,45 @@ def pin(pid: int, cpus: set[int]) -> None:
             pass
 
 
+CPU_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 100_000
+
+
+def limit_cpu(pid: int, cores: float) -> Path:
+    """Put a process (all its threads) into a fresh cgroup allowed `cores` CPUs (CFS quota); needs root.
+
+    On a machine with too few CPUs for a fleet to outrun a worker, a quota makes the worker the
+    bottleneck: what is measured is how the system behaves past the worker's capacity, not that
+    capacity itself."""
+    quota = max(1000, int(cores * CFS_PERIOD_US))
+    if (CPU_CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        group = CPU_CGROUP_V1 / f"agilenn-bench-{pid}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    elif (CGROUP_V2 / "cgroup.controllers").exists():
+        group = CGROUP_V2 / f"agilenn-bench-{pid}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+    else:
+        raise RuntimeError("no cgroup CPU controller found: --worker-cpu-quota needs cgroup v1 cpu or cgroup v2")
+    (group / "cgroup.procs").write_text(str(pid))
+    return group
+
+
+def release_cgroup(group: Path, pid: int) -> None:
+    """Move the process back to the root group (if alive) and remove the bench's group."""
+    try:
+        (group.parent / "cgroup.procs").write_text(str(pid))
+    except OSError:
+        pass  # already gone
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
 class Worker:
     """`agilenn cloud serve --workers 1` in a child process, with its worker's pid and metrics port."""
 
@@ -200,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes the fleet runs in (default: one per CPU not given to the worker)")
     parser.add_argument("--pin", choices=("auto", "yes", "no"), default="auto",
                         help="pin the worker to CPU 0 and the fleet to the others (auto: with 3 or more CPUs)")
+    parser.add_argument("--worker-cpu-quota", type=float, default=None, metavar="CORES",
+                        help="hold the worker to this many CPUs by a cgroup CPU quota (root), so that a fleet on "
+                             "a small machine can offer more than the worker serves")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -213,31 +255,38 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     worker = Worker(args.bundle, free_port(), free_port(), serve_args)
+    group = None
     try:
         if pinned:
             pin(worker.pid, {cpus[0]})
+        if args.worker_cpu_quota is not None:
+            group = limit_cpu(worker.pid, args.worker_cpu_quota)
         # each device sends its next input as soon as its answer is in: the offered load is what comes back
         capacity_run = run_fleets(processes, fleet_cpus, args.capacity_devices, worker, rate_hz=1000.0,
                                   deadline_ms=5000.0, **fleet)
         capacity = capacity_run["answered_per_s"]
         worker_cores = capacity_run["worker_cpu_cores"]
-        saturated = worker_cores is not None and worker_cores >= 0.9 if pinned else None
+        allotted = args.worker_cpu_quota if args.worker_cpu_quota is not None else 1.0 if pinned else None
+        saturated = worker_cores is not None and worker_cores >= 0.9 * allotted if allotted else None
         rate = args.overload * capacity / args.devices
         overload_run = run_fleets(processes, fleet_cpus, args.devices, worker, rate_hz=rate,
                                   deadline_ms=args.deadline_ms, **fleet)
     finally:
+        if group is not None:
+            release_cgroup(group, worker.pid)
         worker.stop()
 
     report = {
         "machine": {"cpus": len(cpus), "load_average_before": [round(x, 2) for x in load_before],
-                    "worker_pinned_to_cpu": cpus[0] if pinned else None},
+                    "worker_pinned_to_cpu": cpus[0] if pinned else None,
+                    "worker_cpu_quota_cores": args.worker_cpu_quota},
         "bundle": args.bundle, "serve_command": " ".join(["agilenn cloud serve", *worker.command[4:]]),
         "capacity_per_s": capacity, "worker_saturated": saturated,
         "capacity_run": capacity_run, "overload_run": overload_run,
     }
     notes = []
     if saturated is None:
-        notes.append("worker not pinned (fewer than 3 CPUs): whether the worker or the fleet limited the capacity "
+        notes.append("worker neither pinned (fewer than 3 CPUs) nor under a CPU quota: whether the worker or the fleet limited the capacity "
                      "run is not known; see worker_cpu_cores")
     elif not saturated:
         notes.append("the worker's CPU was not saturated in the capacity run: capacity_per_s is the load "
