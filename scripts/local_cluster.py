@@ -554,8 +554,14 @@ def stream_through_node_failure(cluster: LocalCluster, failure: str = "kill", ga
         match = re.match(r"streaming to worker (\S+) at (\S+)", record.get("msg", ""))
         if match and ts >= killed_at and match.group(1) in victims:
             relinked.setdefault(match.group(1), (ts, match.group(2)))
-    restart_logged = next((ts for ts, line in cluster.service_log() if ts >= killed_at and "Ray restarted" in line),
-                          None)
+    service_log = [(ts, line) for ts, line in cluster.service_log() if ts >= killed_at]
+    # the restarted actor's own log line, forwarded by Ray to the driver: its new process serves
+    serving_again = {}
+    for ts, line in service_log:
+        match = re.search(r"worker (\S+) serving \S+ at (\S+)", line)
+        if match and match.group(1) in victims:
+            serving_again.setdefault(match.group(1), ts)
+    restart_logged = next((ts for ts, line in service_log if "Ray restarted" in line), None)
     tail = results[-inputs_after:]
     reasons = collections.Counter(r["reason"].split(":", 1)[0] for r in fallbacks if r["reason"])
     return {
@@ -577,6 +583,7 @@ def stream_through_node_failure(cluster: LocalCluster, failure: str = "kill", ga
         "offloaded_share_last_inputs": sum(r["source"] == "mixed" for r in tail) / len(tail),
         "workers_answering_last_inputs": sorted({r["worker_id"] for r in tail if r["worker_id"]}),
         "seconds_from_kill": {
+            "restarted_worker_serving": {worker: round(ts - killed_at, 3) for worker, ts in serving_again.items()},
             "service_saw_restart": None if restart_logged is None else round(restart_logged - killed_at, 3),
             "device_relinked": {worker: round(ts - killed_at, 3) for worker, (ts, _) in relinked.items()},
             # None: not within timeout_s
