@@ -26,27 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from simulation.serve_process import CloudServeProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,50 +95,6 @@ def release_cgroup(group: Path, pid: int) -> None:
         pass
 
 
-class Worker:
-    """`agilenn cloud serve --workers 1` in a child process, with its worker's pid and metrics port."""
-
-    def __init__(self, bundle: str, port: int, metrics_port: int, serve_args: list[str]) -> None:
-        self.command = [sys.executable, "-m", "cloud_worker.cli", "serve", "--bundle", bundle, "--workers", "1",
-                        "--port", str(port), "--metrics-port", str(metrics_port), *serve_args]
-        env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
-        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env)
-        self.log: list[str] = []
-        self._pid_seen = threading.Event()
-        self.pid: int | None = None
-        threading.Thread(target=self._read_log, daemon=True).start()
-        line = self.process.stdout.readline()
-        if not line.strip():
-            self.stop()
-            raise RuntimeError("cloud serve did not start:\n" + "".join(self.log[-30:]))
-        self.endpoint = line.split()[0]
-        if not self._pid_seen.wait(30):
-            raise RuntimeError("cloud serve did not name its worker's pid:\n" + "".join(self.log[-30:]))
-        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-
-    def _read_log(self) -> None:
-        for line in self.process.stderr:
-            self.log.append(line)
-            found = re.search(r"worker-0 serving at \S+ \(pid (\d+)", line)
-            if found and self.pid is None:
-                self.pid = int(found.group(1))
-                self._pid_seen.set()
-
-    def shed_total(self) -> float:
-        text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
-        found = re.search(r"^agilenn_shed_requests_total (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 def _fleet_part(cpus: list[int] | None, kwargs: dict) -> dict:
     """One fleet process: pinned to `cpus`, runs its share of the devices, returns its result and CPU time."""
     if cpus:
@@ -182,12 +130,12 @@ class CpuSampler:
         return float((np.interp(end, times, cpu) - np.interp(start, times, cpu)) / (end - start))
 
 
-def run_fleets(processes: int, cpus: list[int] | None, devices: int, worker: Worker, **kwargs) -> dict:
+def run_fleets(processes: int, cpus: list[int] | None, devices: int, worker: CloudServeProcess, **kwargs) -> dict:
     """`devices` device agents over `processes` processes against the worker; their results pooled."""
     shares = [devices // processes + (i < devices % processes) for i in range(processes)]
     shares = [share for share in shares if share]
     common = dict(kwargs, cloud=worker.endpoint)
-    shed_before, sampler = worker.shed_total(), CpuSampler(worker.pid)
+    shed_before, sampler = worker.metric("agilenn_shed_requests_total"), CpuSampler(worker.pid)
     with ProcessPoolExecutor(len(shares), mp_context=get_context("spawn")) as pool:
         parts = list(pool.map(_fleet_part, [cpus] * len(shares),
                               [dict(common, devices=share) for share in shares]))
@@ -208,7 +156,7 @@ def run_fleets(processes: int, cpus: list[int] | None, devices: int, worker: Wor
         "answered_by_cloud": int(len(answered)), "answered_per_s": sum(part["answered_per_s"] for part in parts),
         "unanswered": sum(part["unanswered"] for part in parts), "overloaded": overloaded,
         "share_overloaded": overloaded / max(inferences, 1),
-        "shed_by_worker": worker.shed_total() - shed_before,
+        "shed_by_worker": worker.metric("agilenn_shed_requests_total") - shed_before,
         "latency_answered_ms": {f"p{q}": float(np.percentile(answered, q)) if len(answered) else None
                                 for q in (50, 90, 99)},
         "local_reasons": reasons,
@@ -254,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                  overload_backoff_ms=args.overload_backoff_ms)
 
     load_before = os.getloadavg()
-    worker = Worker(args.bundle, free_port(), free_port(), serve_args)
+    worker = CloudServeProcess(args.bundle, serve_args=serve_args)
     group = None
     try:
         if pinned:

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--overload-backoff-ms", type=float, default=None,
                        help="how long a device sends nothing to a worker that answered overloaded (default: the "
                             "device's own, 100; 0: keep sending)")
+    fleet.add_argument("--ca", default=None, help="PEM CA of the workers' certificates: the devices connect with TLS")
+    fleet.add_argument("--cert", default=None, help="PEM client certificate, for workers that require one")
+    fleet.add_argument("--key", default=None, help="PEM private key of --cert")
+    fleet.add_argument("--token-file", default=None, help="file holding the devices' token")
     fleet.add_argument("--report", default=None)
     fleet.add_argument("--json", action="store_true")
     emu = sub.add_parser("emulate", help="modelled vs measured latency over emulated links (needs root)")
@@ -188,7 +192,10 @@ def cmd_fleet(args) -> int:
     result = run_fleet(args.bundle, args.cloud, devices=args.devices, rate_hz=args.rate, seconds=args.seconds,
                        deadline_ms=args.deadline_ms, confidence=args.confidence,
                        report=Path(args.report) if args.report else None,
-                       connect_timeout_s=args.connect_timeout_s, overload_backoff_ms=args.overload_backoff_ms)
+                       connect_timeout_s=args.connect_timeout_s, overload_backoff_ms=args.overload_backoff_ms,
+                       security={field: value for field, value in (("ca_file", args.ca), ("cert_file", args.cert),
+                                                                   ("key_file", args.key),
+                                                                   ("token_file", args.token_file)) if value})
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
 

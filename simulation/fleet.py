@@ -28,9 +28,10 @@ from simulation.plotting import pyplot
 def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: float = 20.0, seconds: float = 10.0,
               deadline_ms: float = 200.0, confidence: float | None = None, report: Path | None = None,
               connect_timeout_s: float = 10.0, overload_backoff_ms: float | None = None,
-              keep_latencies: bool = False) -> dict[str, Any]:
+              keep_latencies: bool = False, security: dict[str, str] | None = None) -> dict[str, Any]:
     """`keep_latencies`: also return every answered input's latency (`answered_latencies_ms`), so that runs in
-    several processes can be pooled into one set of percentiles."""
+    several processes can be pooled into one set of percentiles. `security`: the devices' TLS and token
+    settings (DeviceConfig's ca_file, cert_file, key_file, token_file)."""
     from agilenn.bundle import Bundle
     from agilenn.datasets import sample_images
     from device_agent import DeviceAgent, DeviceConfig
@@ -38,7 +39,8 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     bundle = Bundle(bundle_path)
     images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, 512)
     backoff = {} if overload_backoff_ms is None else {"overload_backoff_ms": overload_backoff_ms}
-    config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence, **backoff)
+    config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, local_confidence_threshold=confidence, **backoff,
+                          **(security or {}))
     agents = [DeviceAgent(bundle, config) for _ in range(devices)]
     try:
         connected = sum(agent.wait_ready(connect_timeout_s) for agent in agents)
