@@ -243,7 +243,7 @@ class DeviceAgent:
         if not slot.event.wait(self.config.deadline_ms / 1000.0):
             woke = time.perf_counter()
             link.forget(request_id)
-            link.check_alive()
+            link.check_alive(sent)
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
                                 f"deadline: no answer within {self.config.deadline_ms:g} ms",
                                 start, after_model, sent, None, len(payload), None, woke)

@@ -89,6 +89,7 @@ class Link:
         self._channel: grpc.Channel | None = None
         self._call = None
         self._checking = False  # a check_alive probe is under way
+        self.last_heard_at = float("-inf")  # when the worker last answered anything on this link (clock)
         self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
 
     def start(self) -> None:
@@ -125,15 +126,18 @@ class Link:
         """GetServiceInfo again on this link's open channel; None when the link is down or the call fails."""
         return self._ask_service_info(timeout_s) if self.ready else None
 
-    def check_alive(self) -> None:
-        """An answer on this link missed its deadline: take the link out of the rotation and, in the
+    def check_alive(self, sent_at: float) -> None:
+        """An answer to a request sent at `sent_at` missed its deadline. A worker that has answered
+        anything on this link since then is there, only slow (overloaded, or a long queue), and keeps
+        its place: probing it would add load, and cancelling its stream would throw away the answers
+        under way. Otherwise take the link out of the rotation and, in the
         background, ask the worker for its service info. A worker that answers within connect_timeout_s
         (slow, but there) gets inputs again; for one that does not, the stream is ended and the link
         reconnects. A machine that lost power or its network sends no connection reset, so without this
         the stream would look open for as long as TCP keeps retrying (many minutes), and every input sent
         on it would wait out its deadline."""
         with self._lock:
-            if self._checking or not self.ready:
+            if self._checking or not self.ready or self.last_heard_at >= sent_at:
                 return
             self._checking = True
             self.ready = False
@@ -287,6 +291,7 @@ class Link:
 
     def _deliver(self, response: inference_pb2.InferResponse) -> None:
         with self._lock:
+            self.last_heard_at = self._clock()
             slot = self._pending.pop(response.request_id, None)
         if slot is None:
             return  # its deadline passed and it was answered locally

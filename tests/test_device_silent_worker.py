@@ -84,3 +84,18 @@ def test_a_slow_worker_that_answers_the_check_stays_linked(tiny_bundle, worker_s
             while not link.ready and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert link.ready and link.connects == 1  # back in the rotation on the same stream
+
+
+def test_a_worker_that_answered_since_the_late_request_left_is_not_probed():
+    """Under overload many answers miss their deadline while the worker keeps answering others: it is
+    there, and probing it (or cancelling its stream) would only add to its load."""
+    from device_agent.link import Link
+
+    link = Link("127.0.0.1:1", "sha256:x", connect_timeout_s=0.1, reconnect_initial_s=0.05, reconnect_max_s=0.1,
+                max_message_bytes=1024, clock=time.perf_counter)
+    link.ready = True
+    link.last_heard_at = 10.0
+    link.check_alive(sent_at=9.5)  # something came back after this request left
+    assert link.ready and not link.reason.startswith("checking")
+    link.check_alive(sent_at=10.5)  # nothing since it left: ask the worker
+    assert not link.ready and link.reason.startswith("checking")
