@@ -14,7 +14,10 @@
    answer); the worker's own count of refusals comes from its metrics.
 
 Device agents are real (`agilenn simulate fleet`, `simulation/fleet.py`) and cost more CPU per inference
-than the worker does, so the fleet runs in several processes (`--fleet-processes`). On a machine with 3 or
+than the worker does, so the fleet runs in several processes (`--fleet-processes`); hundreds of devices in
+one process starve the load generator itself (their threads share one interpreter lock), hence few devices
+and a small queue bound by default. `--worker-cpu-quota` (root) holds the worker to a CPU quota, so that a
+fleet on a small machine can offer more than the worker serves. On a machine with 3 or
 more CPUs the worker is pinned to one CPU and the fleet to the others; the worker's CPU use is reported,
 and `worker_saturated` says whether the capacity run kept its CPU busy. When it did not (too few CPUs for
 the fleet, or other load), the capacity found is the load generator's, not the worker's, and the
@@ -173,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=str(ROOT / "bundles" / "fashion-mnist"))
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each fleet run")
-    parser.add_argument("--capacity-devices", type=int, default=64,
+    parser.add_argument("--capacity-devices", type=int, default=12,
                         help="devices of the capacity run; fewer than --max-queue-requests, so that none is shed")
-    parser.add_argument("--devices", type=int, default=512,
+    parser.add_argument("--devices", type=int, default=64,
                         help="devices of the overload run; more than --max-queue-requests, so that the queue fills")
     parser.add_argument("--overload", type=float, default=2.0, help="offered load of the overload run / capacity")
     parser.add_argument("--deadline-ms", type=float, default=200.0, help="device deadline in the overload run")
-    parser.add_argument("--max-queue-requests", type=int, default=None,
-                        help="the worker's queue bound (default: the worker's default, 128)")
+    parser.add_argument("--max-queue-requests", type=int, default=16,
+                        help="the worker's queue bound; below --devices, since each device has one input in flight")
     parser.add_argument("--overload-backoff-ms", type=float, default=None,
                         help="device backoff after an overloaded answer (default: the device's, 100; 0: none)")
     parser.add_argument("--fleet-processes", type=int, default=None,
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = args.pin == "yes" or (args.pin == "auto" and len(cpus) >= 3)
     fleet_cpus = cpus[1:] if pinned else None
     processes = args.fleet_processes or max(1, len(cpus) - 1)
-    serve_args = [] if args.max_queue_requests is None else ["--max-queue-requests", str(args.max_queue_requests)]
+    serve_args = ["--max-queue-requests", str(args.max_queue_requests)]
     fleet = dict(bundle_path=args.bundle, seconds=args.seconds, connect_timeout_s=60.0,
                  overload_backoff_ms=args.overload_backoff_ms)
 
