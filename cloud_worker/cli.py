@@ -94,11 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--insecure", action="store_true",
                           help="serve plaintext on a host other than loopback (a network you trust)")
     security.add_argument("--reflection", action="store_true", help="serve gRPC reflection (off by default)")
+    health = commands.add_parser("health", help="exit 0 when a worker's gRPC health service says it serves "
+                                                "(a readiness probe that speaks TLS)")
+    health.add_argument("--address", default="127.0.0.1:50051", help="the worker, host:port")
+    health.add_argument("--ca", metavar="FILE", help="PEM CA of the worker's certificate: check over TLS")
+    health.add_argument("--cert", metavar="FILE", help="PEM client certificate, for a worker that requires one")
+    health.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
+    health.add_argument("--tls-server-name", help="the name the worker's certificate carries, when not the host")
+    health.add_argument("--service", default="", help="the service to ask about (default: the whole server)")
+    health.add_argument("--timeout-s", type=float, default=2.0)
     return parser
+
+
+def probe(args: argparse.Namespace) -> int:
+    from cloud_worker.probe import check_health
+
+    serving, seen = check_health(args.address, args.ca, args.cert, args.key, args.tls_server_name, args.service,
+                                 args.timeout_s)
+    print(seen, file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "health":
+        return probe(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = build_config(args)

@@ -5,7 +5,9 @@
 
 Starts `agilenn cloud serve` with a dev CA, server certificate and a token file made for the run
 (`agilenn certs dev`, `agilenn tokens add`), then runs `--devices` device agents in this process
-(`simulation.fleet.run_fleet`, each its own TLS stream with the token) for `--minutes`. The resident
+(each its own TLS stream with the token, one input every 1/`--rate` s) for `--minutes`. The loop keeps
+counts and a latency array allocated before the run, nothing per input, so that the process's memory
+is the agents' own (a fleet that records every result grows by its records). The resident
 memory (RSS) of every worker process and of this process (the device agents) is sampled every few
 seconds; growth is measured from the end of the warm-up (`--warmup-s`) to the end of the run, each
 point the median of the samples in a 30 s window, so that allocator noise does not count as growth.
@@ -27,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from simulation.fleet import run_fleet
 from simulation.serve_process import ROOT, CloudServeProcess
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -82,6 +83,79 @@ class MemorySampler:
         return out
 
 
+class DeviceLoops:
+    """`devices` device agents, each sending one input every 1/rate_hz s on its own thread for `seconds`;
+    per device a latency array sized for the whole run up front, and counts of sources and reasons."""
+
+    def __init__(self, bundle_path: str, cloud: str, devices: int, rate_hz: float, seconds: float,
+                 security: dict[str, str], deadline_ms: float) -> None:
+        from agilenn.bundle import Bundle
+        from agilenn.datasets import sample_images
+        from device_agent import DeviceAgent, DeviceConfig
+
+        bundle = Bundle(bundle_path)
+        self.images = sample_images(bundle.manifest.config.get("dataset"), bundle.manifest.input.shape, 512)
+        config = DeviceConfig(cloud=[cloud], deadline_ms=deadline_ms, **security)
+        self.agents = [DeviceAgent(bundle, config) for _ in range(devices)]
+        self.rate_hz, self.seconds = rate_hz, seconds
+        slots = int(rate_hz * seconds) + 2
+        self.latencies = [np.full(slots, np.nan) for _ in self.agents]
+        self.counts = [{"inputs": 0, "mixed": 0, "unanswered": 0} for _ in self.agents]
+        self.reasons: list[dict[str, int]] = [{} for _ in self.agents]
+
+    def run(self) -> float:
+        """Wait for every stream, run; returns when the clock started (monotonic)."""
+        connected = sum(agent.wait_ready(60.0) for agent in self.agents)
+        if connected < len(self.agents):
+            raise RuntimeError(f"only {connected} of {len(self.agents)} devices connected")
+        started = time.monotonic()
+        stop_at = time.perf_counter() + self.seconds
+        threads = [threading.Thread(target=self._loop, args=(i, stop_at), daemon=True) for i in range(len(self.agents))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return started
+
+    def _loop(self, i: int, stop_at: float) -> None:
+        agent, latencies, counts, reasons = self.agents[i], self.latencies[i], self.counts[i], self.reasons[i]
+        period = 1.0 / self.rate_hz
+        due = time.perf_counter() + period * i / len(self.agents)
+        n = 0
+        while due < stop_at and time.perf_counter() < stop_at and n < len(latencies):
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            result = agent.infer(self.images[(i + n) % len(self.images)])
+            counts["inputs"] += 1
+            if result.source == "mixed":
+                counts["mixed"] += 1
+                latencies[n] = result.timings_ms["total"]
+            elif result.reason:
+                name = result.reason.split(":")[0]
+                reasons[name] = reasons.get(name, 0) + 1
+                if result.timings_ms.get("cloud_rtt") is None and name != "overloaded":
+                    counts["unanswered"] += 1
+            n += 1
+            due += period
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.close()
+
+    def summary(self, wall_s: float) -> dict:
+        answered = np.concatenate([x[~np.isnan(x)] for x in self.latencies])
+        reasons: dict[str, int] = {}
+        for per_device in self.reasons:
+            for name, count in per_device.items():
+                reasons[name] = reasons.get(name, 0) + count
+        total = {key: sum(c[key] for c in self.counts) for key in ("inputs", "mixed", "unanswered")}
+        return {"inferences": total["inputs"], "answered_by_cloud": total["mixed"], "unanswered": total["unanswered"],
+                "local_reasons": reasons, "answered_per_s": total["mixed"] / wall_s,
+                "latency_answered_ms": {f"p{q}": float(np.percentile(answered, q)) if len(answered) else None
+                                        for q in (50, 90, 99)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,25 +179,25 @@ def main(argv: list[str] | None = None) -> int:
             "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
             "--tokens", str(tokens)])
         try:
-            pids = {**service.pids, "device-agents": os.getpid()}
-            sampler = MemorySampler(pids, args.sample_every_s)
-            started = time.monotonic()
-            fleet = run_fleet(args.bundle, service.endpoint, devices=args.devices, rate_hz=args.rate,
-                              seconds=seconds, deadline_ms=args.deadline_ms, connect_timeout_s=60.0,
-                              security={"ca_file": str(certs / "ca.pem"), "token_file": str(token_file)})
-            ended = time.monotonic()
-            sampler.stop()
+            loops = DeviceLoops(args.bundle, service.endpoint, args.devices, args.rate, seconds,
+                                {"ca_file": str(certs / "ca.pem"), "token_file": str(token_file)}, args.deadline_ms)
+            try:
+                pids = {**service.pids, "device-agents": os.getpid()}
+                sampler = MemorySampler(pids, args.sample_every_s)
+                started = loops.run()
+                ended = time.monotonic()
+                sampler.stop()
+            finally:
+                loops.close()
         finally:
             service.stop()
-    # run_fleet connects before its clock starts: the warm-up counts from the end of the run backwards
-    warm_at = ended - seconds + args.warmup_s
+    fleet = loops.summary(ended - started)
+    warm_at = started + args.warmup_s
     memory = sampler.growth(warm_at, ended)
     report = {"command": "scripts/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "minutes": args.minutes, "devices": args.devices, "rate_hz_per_device": args.rate,
               "workers": args.workers, "tls": True, "token": True, "load_average_at_end": os.getloadavg(),
-              "wall_s": ended - started,
-              "fleet": {k: fleet[k] for k in ("inferences", "answered_by_cloud", "unanswered", "local_reasons",
-                                              "latency_answered_ms", "answered_per_s") if k in fleet},
+              "wall_s": ended - started, "fleet": fleet,
               "memory": memory,
               "max_growth": max(m["growth"] for m in memory.values())}
     print(json.dumps(report) if args.json else json.dumps(report, indent=1))

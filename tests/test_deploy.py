@@ -89,6 +89,10 @@ def commands_in_raycluster() -> dict[str, list[list[str]]]:
             # a shell's script (its last argument) is read as shell text; any other command as one line
             text = argv[-1] if "-c" in argv else shlex.join(argv)
             found[f"raycluster.yaml:{pod_name}:{container['name']}"] = commands_in_shell(text)
+            probe = container.get("readinessProbe", {}).get("exec")
+            if probe:
+                found[f"raycluster.yaml:{pod_name}:{container['name']}:readiness"] = commands_in_shell(
+                    shlex.join(probe["command"]))
     return found
 
 
@@ -140,6 +144,7 @@ def all_command_lines() -> dict[str, list[list[str]]]:
 
 # the sources that must hold an `agilenn` command: a parse test that finds none would pass for nothing
 EXPECTED_COMMANDS = {"raycluster.yaml:head:ray-head": ["cloud", "serve"], "cloud.Dockerfile": ["cloud", "serve"],
+                     "raycluster.yaml:grpc:ray-worker:readiness": ["cloud", "health"],
                      "device.Dockerfile": ["device", "run"], UNIT.name: ["device", "run"]}
 
 COMMAND_LINES = [(source, argv) for source, commands in all_command_lines().items() for argv in commands]
@@ -279,10 +284,16 @@ def test_raycluster_structure() -> None:
     ports = {p["name"]: p["containerPort"] for p in worker_container["ports"]}
     assert ports == {**{f"grpc-{i}": port + i for i in range(workers)},
                      **{f"metrics-{i}": metrics + i for i in range(workers)}}
-    assert worker_container["readinessProbe"]["tcpSocket"]["port"] == port
+    probe_argv = worker_container["readinessProbe"]["exec"]["command"]
+    assert probe_argv[:3] == ["agilenn", "cloud", "health"] and flag(probe_argv, "--address") == f"127.0.0.1:{port}"
+    ca_mount = {m["mountPath"]: m["name"] for m in worker_container["volumeMounts"]}["/etc/agilenn/tls"]
+    (ca_volume,) = [v for v in group["template"]["spec"]["volumes"] if v["name"] == ca_mount]
+    assert ca_volume["secret"]["secretName"] == "agilenn-tls"
+    assert [item["key"] for item in ca_volume["secret"]["items"]] == ["ca.crt"]  # never the server's key
+    assert flag(probe_argv, "--ca") == "/etc/agilenn/tls/ca.crt"
     (probe_group,) = grpc_probe_raycluster()["spec"]["workerGroupSpecs"]
     probe = probe_group["template"]["spec"]["containers"][0]["readinessProbe"]
-    assert probe["grpc"] == {"port": port, "mode": "TLS"} and "tcpSocket" not in probe
+    assert probe["grpc"] == {"port": port, "mode": "TLS"} and "exec" not in probe
 
     # the bundle: an init container fills the volume that --bundle names
     (init,) = head["template"]["spec"]["initContainers"]

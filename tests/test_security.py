@@ -519,3 +519,18 @@ def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(tiny_
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
+
+
+def test_the_health_probe_speaks_tls_and_needs_no_token(tiny_bundle, certs, mutual_tls, token_file):
+    """`agilenn cloud health`: what the deployment's readiness probe runs in the worker's container."""
+    from cloud_worker.cli import main as cloud_main
+
+    path, _ = token_file
+    with ServerThread(tiny_bundle, tls=mutual_tls, tokens=TokenTable(read_token_file(path).tokens)) as server:
+        tls_args = ["--ca", str(certs.ca_pem), "--cert", str(certs.client_pem), "--key", str(certs.client_key)]
+        assert cloud_main(["health", "--address", server.address, *tls_args]) == 0
+        # plaintext to a TLS worker, and a mutual-TLS worker without a client certificate: not serving
+        assert cloud_main(["health", "--address", server.address, "--timeout-s", "1"]) == 1
+        assert cloud_main(["health", "--address", server.address, "--ca", str(certs.ca_pem),
+                           "--timeout-s", "1"]) == 1
+    assert cloud_main(["health", "--address", server.address, *tls_args, "--timeout-s", "0.5"]) == 1
