@@ -46,6 +46,28 @@ def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> Predic
     return Predictions(local_logits, remote_logits, bundle.mix(local_logits, remote_logits), indices, payloads)
 
 
+LEVEL_USE_MIN_SHARE = 0.01  # a level that carries less than this share of the sent symbols is not in use
+
+
+def level_shares(indices: np.ndarray, levels: int) -> np.ndarray:
+    """The share of all symbols in `indices` that each of the quantizer's `levels` levels takes."""
+    counts = np.bincount(np.asarray(indices, dtype=np.int64).ravel(), minlength=levels)[:levels]
+    return counts / max(int(counts.sum()), 1)
+
+
+def levels_used(indices: np.ndarray, levels: int, min_share: float = LEVEL_USE_MIN_SHARE) -> int:
+    """How many levels carry at least `min_share` of the symbols: a quantizer whose centroids merged
+    or sit where no feature falls declares more levels than it uses."""
+    return int((level_shares(indices, levels) >= min_share).sum())
+
+
+def symbol_entropy_bits(indices: np.ndarray, levels: int) -> float:
+    """Empirical entropy of the symbols, bits per symbol (one distribution over all channels and places)."""
+    shares = level_shares(indices, levels)
+    shares = shares[shares > 0]
+    return float(-(shares * np.log2(shares)).sum())
+
+
 def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict[str, Any]:
     """Accuracy (mixed, local-only, remote-only, reference) and payload figures on `split`.
 
@@ -78,6 +100,10 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
         "payload_bytes_bitpack": int(bitpack),
         "payload_bytes_zlib_median": float(np.median(zlib_sizes)),
         "codec": bundle.codec.codec_id,
+        "quantizer_levels": bundle.manifest.quantizer.levels,
+        "quantizer_levels_used": levels_used(indices, bundle.manifest.quantizer.levels),
+        "quantizer_centroids": list(bundle.manifest.quantizer.centroids),
+        "entropy_bits_per_symbol": symbol_entropy_bits(indices, bundle.manifest.quantizer.levels),
         "raw_input_bytes": raw_bytes,
         "raw_input_zlib_bytes_median": float(np.median(raw_zlib)),
         "compression_rate": float(raw_bytes / np.median(sizes)),
