@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_METADATA = "authorization"
 # calls anyone may make: a load balancer or Kubernetes probe carries no token
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")  # the public part of a token (cloud_worker.tokens)
 
 # the device a call's token belongs to ("" when tokens are off), for logs and metric labels
 current_device: contextvars.ContextVar[str] = contextvars.ContextVar("agilenn_device", default="")
@@ -173,7 +175,9 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 
     def _refuse(self, handler, method: str, refusal: TokenRefusal, token: str | None):
         self.metrics.auth_refusals.labels(reason=refusal.reason).inc()
-        token_id = (token or "").partition(".")[0][:16] or "-"
+        # name the entry only by a well-formed id: anything else may be (part of) a secret
+        token_id = (token or "").partition(".")[0]
+        token_id = token_id if _TOKEN_ID.fullmatch(token_id) else "-"
         now = time.monotonic()
         key = (refusal.reason, token_id)
         if now - self._logged.get(key, -self._LOG_EVERY_S) >= self._LOG_EVERY_S:
@@ -187,9 +191,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     def _authorised(self, handler, token_id: str, device: str):
         table = self.table
         interceptor = self
+        accepted_in = table.generation  # read now: a reload before the stream's first read must count
 
         async def checked(requests, context):
-            seen = table.generation
+            seen = accepted_in
             async for request in requests:
                 if table.generation != seen:  # the table was reloaded: is this token still good?
                     seen = table.generation

@@ -232,6 +232,8 @@ class CloudService:
         self._token_entries: list | None = None  # the table every worker should hold; None: no tokens
         self._token_watcher = None
         self._token_push_lock = threading.Lock()
+        self._token_generation = 0  # bumped for every table the driver reads
+        self._confirmed_generation: list[int] = []  # per worker, the table generation it confirmed holding
 
     @property
     def endpoints(self) -> list[str]:
@@ -273,6 +275,7 @@ class CloudService:
             actor = remote_cls.remote(self._bundle_files_ref, self.bundle_hash, worker_cfg.model_dump_json(),
                                       f"worker-{i}", cfg.host, port, tls=tls, token_entries=self._token_entries)
             self.actors.append(actor)
+        self._confirmed_generation = [self._token_generation] * len(self.actors)  # built with the current table
         self.workers = ray.get([actor.describe.remote() for actor in self.actors], timeout=ready_timeout_s)
         ray.get([actor.set_endpoints.remote(self.endpoints) for actor in self.actors], timeout=ready_timeout_s)
         self._refresher = threading.Thread(target=self._refresh_loop, name="endpoint-refresh", daemon=True)
@@ -309,23 +312,35 @@ class CloudService:
             raise RuntimeError("this service runs without a token file (tokens_file)")
         self._token_watcher.request_reload()
 
-    def _push_tokens(self, entries: list | None, actors: list | None = None) -> None:
-        """Make `entries` the table and give it to every worker; or, with `actors`, give those the current
-        table. A worker that misses it gets it when the refresh loop sees it restarted (until then it
-        refuses calls)."""
+    def _push_tokens(self, entries: list | None, indices: list[int] | None = None) -> None:
+        """Make `entries` the table and give it to every worker; or, with `indices`, give those workers the
+        current table. A worker that does not confirm it is pushed to again by the refresh loop, so a
+        revocation reaches a worker that missed one push (a restarted worker refuses calls until then)."""
         import ray
 
-        with self._token_push_lock:  # so that a restarted worker never gets an older table after a newer one
-            if actors is None:
+        with self._token_push_lock:  # so that a worker never gets an older table after a newer one
+            if indices is None:
                 self._token_entries = entries
-                actors = self.actors
-            entries = self._token_entries
-            pending = [actor.set_tokens.remote(entries) for actor in actors]
-            for ref in pending:
+                self._token_generation += 1
+                indices = list(range(len(self.actors)))
+            entries, generation = self._token_entries, self._token_generation
+            pending = {self.actors[i].set_tokens.remote(entries): i for i in indices}
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=30)
+            for ref in ready:
                 try:
-                    ray.get(ref, timeout=30)
+                    ray.get(ref)
+                    self._confirmed_generation[pending[ref]] = generation
                 except Exception as exc:  # noqa: BLE001 - one unreachable worker must not stop the others
-                    log.warning("could not give the token table to a worker (it gets it once it is back): %s", exc)
+                    log.warning("could not give the token table to worker-%d (retried): %s", pending[ref], exc)
+            if len(ready) < len(pending):
+                log.warning("%d workers did not confirm the token table within 30 s (retried)",
+                            len(pending) - len(ready))
+
+    def _workers_behind_on_tokens(self, restarted: list[int]) -> list[int]:
+        """Workers to give the current table: the restarted ones and those that never confirmed it."""
+        for i in restarted:
+            self._confirmed_generation[i] = -1  # rebuilt with the table of the service's start
+        return [i for i, confirmed in enumerate(self._confirmed_generation) if confirmed < self._token_generation]
 
     def _refresh_loop(self) -> None:
         """Re-read the endpoints (a worker restarted on another node moves) and tell every worker."""
@@ -340,11 +355,12 @@ class CloudService:
                     described.append(old)
             changed = [d["endpoint"] for d in described] != self.endpoints
             restarted = [d["worker_id"] for d, old in zip(described, self.workers) if d["pid"] != old["pid"]]
-            restarted_actors = [actor for actor, d, old in zip(self.actors, described, self.workers)
-                                if d["pid"] != old["pid"]]
+            restarted_indices = [i for i, (d, old) in enumerate(zip(described, self.workers)) if d["pid"] != old["pid"]]
             self.workers = described
-            if restarted_actors and self._token_entries is not None:
-                self._push_tokens(None, restarted_actors)  # they refuse calls until they have it
+            if self._token_entries is not None:
+                behind = self._workers_behind_on_tokens(restarted_indices)
+                if behind:
+                    self._push_tokens(None, behind)  # restarted ones refuse calls until they have it
             if restarted:
                 log.warning("Ray restarted %s", ", ".join(restarted))
             if changed or restarted:

@@ -23,6 +23,8 @@ Why this shape:
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -110,6 +112,20 @@ def read_token_file(path: str | Path, missing_ok: bool = False) -> TokenFile:
     return tokens
 
 
+@contextlib.contextmanager
+def token_file_lock(path: str | Path):
+    """Hold an exclusive lock beside the token file from reading it to replacing it, so that two
+    `agilenn tokens` commands at once cannot lose each other's change (a revocation above all)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def write_token_file(path: str | Path, tokens: TokenFile) -> None:
     """Replace the file in one move (a server polling it never reads half a file), readable by its owner only."""
     path = Path(path)
@@ -121,6 +137,8 @@ def write_token_file(path: str | Path, tokens: TokenFile) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before it replaces the file a revocation was written to
         os.chmod(temp, 0o600)
         os.replace(temp, path)
     except BaseException:

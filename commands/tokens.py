@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from cloud_worker.tokens import issue_token, read_token_file, revoke_tokens, write_token_file
+from cloud_worker.tokens import issue_token, read_token_file, revoke_tokens, token_file_lock, write_token_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,24 +31,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "add":
-        tokens = read_token_file(args.file, missing_ok=True)
-        token, entry = issue_token(tokens, args.device)
-        write_token_file(args.file, tokens)
+        with token_file_lock(args.file):
+            tokens = read_token_file(args.file, missing_ok=True)
+            token, entry = issue_token(tokens, args.device)
+            write_token_file(args.file, tokens)
         print(f"token {entry.id} issued to device {entry.device!r}; it is shown once, store it on the device "
               "(agilenn device run --token-file FILE)", file=sys.stderr)
         print(token)
         return 0
-    tokens = read_token_file(args.file)
     if args.command == "revoke":
-        revoked = revoke_tokens(tokens, device=args.device, token_id=args.token_id)
+        with token_file_lock(args.file):
+            tokens = read_token_file(args.file)
+            revoked = revoke_tokens(tokens, device=args.device, token_id=args.token_id)
+            if revoked:
+                write_token_file(args.file, tokens)
         if not revoked:
             named = f"device {args.device!r}" if args.device else f"id {args.token_id}"
             print(f"no valid token of {named} in {args.file}; nothing revoked", file=sys.stderr)
             return 1
-        write_token_file(args.file, tokens)
         for entry in revoked:
             print(f"revoked token {entry.id} of device {entry.device!r}", file=sys.stderr)
         return 0
+    tokens = read_token_file(args.file)
     for entry in tokens.tokens:
         row = {"id": entry.id, "device": entry.device, "created": entry.created, "revoked": entry.revoked,
                "revoked_at": entry.revoked_at}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -148,6 +149,9 @@ class DeviceAgent:
                 with self._links_lock:
                     gone = [old for old in self._links if old.address not in listed and not old.ready]
                     self._links = [old for old in self._links if old not in gone]  # a new list: _pick reads it unlocked
+                    for old in gone:  # nothing may keep a dropped link alive
+                        self._workers = {w: held for w, held in self._workers.items() if held is not old}
+                        self._backoff_until.pop(old, None)
                 for old in gone:
                     log.info("dropping %s: no worker lists it any more", old.address)
                     old.close()
@@ -307,6 +311,9 @@ class DeviceAgent:
         self.close()
 
 
+_METADATA_VALUE = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: what a header value may hold
+
+
 def read_credentials(config: DeviceConfig) -> tuple[grpc.ChannelCredentials | None, str | None]:
     """The TLS credentials (None: plaintext) and the token (None: none) a DeviceConfig names, read once."""
     def read(path: str, what: str) -> bytes:
@@ -328,6 +335,10 @@ def read_credentials(config: DeviceConfig) -> tuple[grpc.ChannelCredentials | No
         if not token:
             raise ConfigFileError(f"token file {config.token_file} is empty; put in it the token that "
                                   "`agilenn tokens add` printed")
+        if not _METADATA_VALUE.fullmatch(token):
+            # else every call fails as INTERNAL "invalid metadata", and the link retries without saying why
+            raise ConfigFileError(f"token file {config.token_file} holds more than one token: put in it only the "
+                                  "one line `agilenn tokens add` printed (<id>.<secret>, no spaces or comments)")
     return credentials, token
 
 

@@ -534,3 +534,38 @@ def test_the_health_probe_speaks_tls_and_needs_no_token(tiny_bundle, certs, mutu
         assert cloud_main(["health", "--address", server.address, "--ca", str(certs.ca_pem),
                            "--timeout-s", "1"]) == 1
     assert cloud_main(["health", "--address", server.address, *tls_args, "--timeout-s", "0.5"]) == 1
+
+
+def test_a_token_file_holding_more_than_the_token_is_refused_naming_the_file(tmp_path, token_file):
+    from agilenn.config_files import ConfigFileError
+    from device_agent.agent import read_credentials
+
+    _, issued = token_file
+    path = tmp_path / "cam-17.token"
+    path.write_text(f"# cam-17\n{issued['cam-17']}\n")
+    with pytest.raises(ConfigFileError, match="cam-17.token holds more than one token"):
+        read_credentials(DeviceConfig(cloud=["127.0.0.1:1"], token_file=str(path)))
+    path.write_text(issued["cam-17"] + "\n")
+    assert read_credentials(DeviceConfig(cloud=["127.0.0.1:1"], token_file=str(path)))[1] == issued["cam-17"]
+
+
+def test_a_refused_token_is_logged_by_its_id_only_when_well_formed(tiny_bundle, token_file, caplog):
+    path, issued = token_file
+    secret = issued["cam-17"].partition(".")[2]
+    with ServerThread(tiny_bundle, tokens=TokenTable(read_token_file(path).tokens)) as server:
+        with grpc.insecure_channel(server.address) as channel, caplog.at_level(logging.WARNING):
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            with pytest.raises(grpc.RpcError):
+                stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=5,
+                                    metadata=(("authorization", f"Bearer {secret}"),))  # the secret alone
+    assert secret[:8] not in caplog.text and "(token -)" in caplog.text
+
+
+def test_workers_that_missed_a_token_table_are_pushed_it_again():
+    from cloud_worker.service import CloudService
+
+    service = CloudService.__new__(CloudService)  # only the bookkeeping, no cluster
+    service._token_generation = 3
+    service._confirmed_generation = [3, 2, 3]
+    assert service._workers_behind_on_tokens(restarted=[]) == [1]
+    assert service._workers_behind_on_tokens(restarted=[2]) == [1, 2]
