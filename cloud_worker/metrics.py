@@ -21,7 +21,9 @@ class WorkerMetrics:
             ["rpc", "code", "device"], registry=self.registry)
         self._device_labels: set[str] = set()
         self.auth_refusals = Counter(
-            "agilenn_auth_refusals", "Calls refused for their token, by reason (missing, malformed, unknown, revoked)",
+            "agilenn_auth_refusals",
+            "Calls refused for their token, by reason (missing, malformed, unknown, revoked; busy: too many checks "
+            "at once)",
             ["reason"], registry=self.registry)
         self.errors = Counter(
             "agilenn_errors", "Requests answered with an error status, by code",

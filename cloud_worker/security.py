@@ -143,6 +143,9 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     """
 
     _LOG_EVERY_S = 10.0  # a device retrying with a bad token is logged at most this often
+    # scrypt checks under way at once; beyond, a call is answered UNAVAILABLE (the device retries later):
+    # token ids are not secret, so anyone could otherwise make a worker hash without limit
+    MAX_CONCURRENT_VERIFICATIONS = 4
 
     def __init__(self, table: TokenTable, metrics, worker_id: str = "") -> None:
         self.table = table
@@ -150,6 +153,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         self.worker_id = worker_id
         self.awaiting_table = False  # a restarted worker refuses (UNAVAILABLE) until it is sent the current table
         self._logged: dict[tuple[str, str], float] = {}
+        self._verifications = 0  # scrypt checks under way (the event loop's thread alone changes it)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -166,8 +170,18 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                 raise TokenRefusal("missing", "no token: this service needs `authorization: Bearer <token>` call "
                                               f"metadata; {HOW_TO_GET_A_TOKEN}")
             entry, secret, verified = table.lookup(token)
+            matched = False
             if not verified:
-                matched = await asyncio.get_running_loop().run_in_executor(None, table.secret_matches, entry, secret)
+                if self._verifications >= self.MAX_CONCURRENT_VERIFICATIONS:
+                    self.metrics.auth_refusals.labels(reason="busy").inc()
+                    return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
+                                     f"worker {self.worker_id} is checking other tokens; retry shortly")
+                self._verifications += 1
+                try:
+                    matched = await asyncio.get_running_loop().run_in_executor(
+                        None, table.secret_matches, entry, secret)
+                finally:
+                    self._verifications -= 1
             entry = table.accept(entry, secret, verified or matched)
         except TokenRefusal as refusal:
             return self._refuse(handler, handler_call_details.method, refusal, token)

@@ -569,3 +569,20 @@ def test_workers_that_missed_a_token_table_are_pushed_it_again():
     service._confirmed_generation = [3, 2, 3]
     assert service._workers_behind_on_tokens(restarted=[]) == [1]
     assert service._workers_behind_on_tokens(restarted=[2]) == [1, 2]
+
+
+def test_a_flood_of_unverified_tokens_is_answered_unavailable_beyond_the_bound(tiny_bundle, token_file, monkeypatch):
+    """Token ids are not secret: calls with a known id and a wrong secret each cost a hash, so at most
+    MAX_CONCURRENT_VERIFICATIONS run at once and the rest are answered UNAVAILABLE at once."""
+    from cloud_worker.security import TokenInterceptor
+
+    path, issued = token_file
+    token_id = issued["cam-17"].partition(".")[0]
+    table = TokenTable(read_token_file(path).tokens)
+    monkeypatch.setattr(TokenInterceptor, "MAX_CONCURRENT_VERIFICATIONS", 0)  # every check is over the bound
+    with ServerThread(tiny_bundle, tokens=table) as server, grpc.insecure_channel(server.address) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=5,
+                                metadata=(("authorization", f"Bearer {token_id}.{'A' * 43}"),))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "retry" in refused.value.details()
