@@ -1,4 +1,6 @@
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,23 @@ def worker_server():
     from cloud_worker.testing import ServerThread
 
     return ServerThread
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for a test module (~3 s and ~0.8 GiB to start), yielded as the `ray` module: no auth
+    token written to the user's ~/.ray, its own short temp folder (Ray's socket paths must stay short)."""
+    ray = pytest.importorskip("ray", reason="starts Ray: needs the cloud extra")
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+        shutil.rmtree(temp, ignore_errors=True)

@@ -82,22 +82,6 @@ def test_a_worker_removes_the_folders_of_killed_workers(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the user's ~/.ray by tests
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def images(tiny_bundle):
     return np.random.default_rng(13).integers(0, 256, (6, *tiny_bundle.manifest.input.shape)).astype(np.uint8)
 

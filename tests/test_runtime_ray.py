@@ -3,7 +3,6 @@ and a worker killed while a device streams."""
 
 import os
 import signal
-import tempfile
 import time
 
 import grpc
@@ -17,23 +16,6 @@ from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
 
 pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the user's ~/.ray by tests
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
-    import shutil
-
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -477,21 +477,14 @@ def tiny_bundle_request(tiny_bundle):
 
 
 @pytest.mark.cluster
-def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(tiny_bundle, tmp_path, images):
+def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(local_ray, tiny_bundle, tmp_path,
+                                                                           images):
     """The driver reads the files; the actors get contents (they would run on nodes without the files),
     and a revocation written to the file reaches every worker without a restart."""
-    ray = pytest.importorskip("ray")
-    import shutil
-    import tempfile
-
     from cloud_worker.service import CloudService
     from commands.certs import write_dev_security
 
     security = write_dev_security(tmp_path / "secrets", device="cam-ray")
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
     service = CloudService(tiny_bundle.folder, ServeConfig(workers=2, port=0, cpus_per_worker=0.5, tokens_poll_s=0.2,
                                                            **security.serve_fields()))
     try:
@@ -513,12 +506,6 @@ def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(tiny_
                             == grpc.StatusCode.PERMISSION_DENIED, timeout_s=20), endpoint
     finally:
         service.stop(grace_s=5)
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous
 
 
 def test_the_health_probe_speaks_tls_and_needs_no_token(tiny_bundle, certs, mutual_tls, token_file):
