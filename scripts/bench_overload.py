@@ -38,9 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulation.serve_process import CloudServeProcess
-
-ROOT = Path(__file__).resolve().parent.parent
+from simulation.serve_process import ROOT, CloudServeProcess
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
