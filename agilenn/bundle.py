@@ -25,6 +25,10 @@ from agilenn.onnx_sessions import create_session
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEVICE_MODEL = "device.onnx"
+DEVICE_INT8_MODEL = "device.int8.onnx"
+# Device fronts by precision: the role in `files` of each. Both compute the same outputs; the int8
+# one (statically quantized, verified against float at export) adds the features it computed.
+DEVICE_ROLES = {"float32": "device", "int8": "device_int8"}
 REMOTE_MODEL = "remote.onnx"
 REFERENCE_MODEL = "reference.onnx"
 # Files the bundle hash leaves out: the torch weights serve offline analysis only, no prediction reads them.
@@ -57,6 +61,15 @@ class QuantizerSpec(_Strict):
     centroids: list[float]
 
 
+class FrontSpec(_Strict):
+    """One device front of the bundle, named by its precision in `Manifest.device_fronts`."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    weight_bytes: int = Field(description="bytes of the model's stored weights (initializers), what flash holds")
+
+
 class MixingSpec(_Strict):
     alpha_local: float = Field(ge=0.0, le=1.0, description="mixed = alpha*local + (1-alpha)*remote logits")
 
@@ -73,6 +86,7 @@ class Manifest(_Strict):
     mixing: MixingSpec
     files: dict[str, str]
     device_macs: int
+    device_fronts: dict[str, FrontSpec] = Field(default_factory=dict, description="by precision: float32, int8")
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -168,6 +182,21 @@ class Bundle:
 
     def has(self, role: str) -> bool:
         return role in self.manifest.files
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions the bundle has a device front for (float32 always)."""
+        return [p for p, role in DEVICE_ROLES.items() if self.has(role)]
+
+    def device_role(self, precision: str) -> str:
+        """The `files` role of the device front of `precision`; a clear error if the bundle has none."""
+        if precision not in DEVICE_ROLES:
+            raise BundleError(f"unknown precision {precision!r}; known: {', '.join(DEVICE_ROLES)}")
+        role = DEVICE_ROLES[precision]
+        if not self.has(role):
+            raise BundleError(f"{self.folder} has no {precision} device front (it has: {', '.join(self.precisions)}); "
+                              "re-export it with export.int8 on")
+        return role
 
     def session(self, role: str, threads: int = 1):
         """An ONNX Runtime session for `device`, `remote` or `reference`, one per role and thread count."""

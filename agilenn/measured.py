@@ -75,6 +75,10 @@ class Scheme(_Record):
     accuracy_local_only: float | None = None
     alpha_local: float | None = None
     accuracy_reference: float | None = None
+    # a scheme that ships an int8 device front: the bytes of that file's stored weights (flash), in place
+    # of the layer table's estimate, and the accuracy measured with it
+    device_weight_bytes: int | None = None
+    accuracy_int8: float | None = None
     # the DeepCOD-like scheme is one of the tradeoff points, named here
     variant: str | None = None
 

@@ -35,9 +35,11 @@ class Predictions:
     payloads: list[bytes]
 
 
-def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> Predictions:
-    """Device model, codec round trip, remote model and mixing, in batches, without a network."""
-    local_logits, indices = run_batched(bundle.session("device"), bundle.prepare(images), batch_size)
+def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500, precision: str = "float32") -> Predictions:
+    """Device model (the front of `precision`), codec round trip, remote model and mixing, in batches,
+    without a network."""
+    local_logits, indices, *_ = run_batched(bundle.session(bundle.device_role(precision)), bundle.prepare(images),
+                                            batch_size)
     payloads = [bundle.codec.encode(sample) for sample in indices]
     decoded = np.stack([bundle.codec.decode(p) for p in payloads])
     if not np.array_equal(decoded, indices):
@@ -113,7 +115,21 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
     if bundle.has("reference"):
         (reference_logits,) = run_batched(bundle.session("reference"), bundle.prepare(split.images), batch_size)
         report["accuracy_reference"] = float((reference_logits.argmax(1) == labels).mean())
+    if "int8" in bundle.precisions:
+        int8 = predict(bundle, split.images, batch_size, precision="int8")
+        report.update({
+            "accuracy_int8": float((int8.mixed_logits.argmax(1) == labels).mean()),
+            "accuracy_local_only_int8": float((int8.local_logits.argmax(1) == labels).mean()),
+            "int8_remote_indices_equal_share": float((int8.indices == indices).mean()),
+            "payload_bytes_median_int8": float(np.median([len(p) for p in int8.payloads])),
+        })
     return report
+
+
+def int8_features(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The extractor features the int8 front computes (its third output), for importance analysis."""
+    *_, features = run_batched(bundle.session(bundle.device_role("int8")), bundle.prepare(images), batch_size)
+    return features
 
 
 def evaluation_split(bundle: Bundle, dataset: str | None = None, limit: int | None = None) -> tuple[str, Split]:

@@ -1,4 +1,5 @@
 """`agilenn bench cloud`: the cloud data plane on loopback, against baselines measured in the same run.
+(`agilenn bench device` times the device fronts: see commands/bench_device.py.)
 
 One worker server (the very `create_server` stack the Ray actors host) runs in a child
 process; this process is the client, on grpc.aio. Measured:
@@ -268,10 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     cloud.add_argument("--secure", action="store_true",
                        help="measure again over mutual TLS with a device token, in the same run, and report the ratios")
     cloud.add_argument("--json", action="store_true", help="print one JSON object")
+    device = commands.add_parser("device", help="time per sample of the bundle's float32 and int8 device fronts")
+    device.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
+    device.add_argument("--samples", type=int, default=2000, help="measured samples per front")
+    device.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    report = bench_cloud(args.bundle, args.requests, args.streams, args.max_batch_size, args.max_batch_wait_ms,
-                         secure=args.secure)
+    if args.command == "device":
+        from commands.bench_device import bench_device
+
+        report = bench_device(args.bundle, args.samples)
+    else:
+        report = bench_cloud(args.bundle, args.requests, args.streams, args.max_batch_size, args.max_batch_wait_ms,
+                             secure=args.secure)
     if args.json:
         print(json.dumps(report))
     else:

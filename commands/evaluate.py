@@ -24,7 +24,14 @@ def _skewness(bundle: Bundle, split: Split) -> dict[str, Any]:
         from partitioner.analysis import measure_skewness
     except ImportError as exc:
         return {"skewness_note": f"skewness needs torch and captum: pip install 'agilenn[train]' ({exc})"}
-    return measure_skewness(bundle.folder / bundle.manifest.files["checkpoint"], split)
+    figures = measure_skewness(bundle.folder / bundle.manifest.files["checkpoint"], split)
+    if "int8" in bundle.precisions:
+        from agilenn.predict import int8_features
+        from partitioner.analysis import skewness_of_features
+
+        figures["skewness_int8"] = skewness_of_features(bundle.folder / bundle.manifest.files["checkpoint"],
+                                                        int8_features(bundle, split.images), split.labels)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

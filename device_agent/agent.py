@@ -77,7 +77,9 @@ class DeviceAgent:
     def __init__(self, bundle: Bundle | str | Path, config: DeviceConfig | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         self.config = config or DeviceConfig()
-        self._session = self.bundle.session("device", threads=self.config.onnx_threads)
+        self._session = self.bundle.session(self.bundle.device_role(self.config.precision),
+                                            threads=self.config.onnx_threads)
+        self._outputs = ["local_logits", "remote_indices"]  # the int8 front also offers its features
         self._input_name = self._session.get_inputs()[0].name
         self._codec = self.bundle.codec
         self._codec_id = self._codec.codec_id
@@ -217,7 +219,7 @@ class DeviceAgent:
         if x.ndim == 2:
             x = x[None]
         x = x[None]
-        local_logits, indices = self._session.run(None, {self._input_name: x})
+        local_logits, indices = self._session.run(self._outputs, {self._input_name: x})
         after_model = time.perf_counter()
         local = local_logits[0]
         self._local_label = int(local.argmax())

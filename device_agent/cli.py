@@ -50,6 +50,8 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
         data["deadline_ms"] = args.deadline_ms
     if args.confidence_threshold is not None:
         data["local_confidence_threshold"] = args.confidence_threshold
+    if args.precision is not None:
+        data["precision"] = args.precision
     for flag, field in (("ca", "ca_file"), ("cert", "cert_file"), ("key", "key_file"), ("token_file", "token_file"),
                         ("tls_server_name", "tls_server_name")):
         value = getattr(args, flag)
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sink", default="-", help="JSONL file to write results to, or - for stdout (default)")
     run.add_argument("--config", help="device config file (YAML or JSON with DeviceConfig fields)")
     run.add_argument("--deadline-ms", type=float, default=None, help="per-input wait for the remote answer")
+    run.add_argument("--precision", choices=("float32", "int8"), default=None,
+                     help="device front to run (default float32; int8 needs a bundle exported with it)")
     run.add_argument("--confidence-threshold", type=float, default=None,
                      help="answer locally when the local top probability reaches this")
     security = run.add_argument_group("security")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,7 +35,10 @@ class DeviceConfig(BaseModel):
         2.0, gt=0.0,
         description="while fewer workers are linked than the workers list, ask a linked worker this often for "
                     "the current endpoints (a worker restarted on another node has a new address)")
-    onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads for device.onnx")
+    onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads for the device front")
+    precision: Literal["float32", "int8"] = Field(
+        "float32", description="which device front of the bundle to run: device.onnx, or device.int8.onnx "
+                               "(statically quantized, verified within half a point of float at export)")
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest response accepted")
     # Security: with ca_file every link is TLS, verified against that CA, and never falls back to plaintext.
     ca_file: str | None = Field(None, description="PEM CA that signed the workers' certificates: connect with TLS")

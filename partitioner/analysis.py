@@ -47,3 +47,15 @@ def measure_skewness(checkpoint: str | Path, split: Split, ig_steps: int = 32, b
         exact_sum += float(skewness(attributions.detach().abs(), k).sum())
     n = len(labels)
     return {"skewness_trapezoid": trapezoid_sum / n, f"skewness_ig{ig_steps}": exact_sum / n}
+
+
+def skewness_of_features(checkpoint: str | Path, features, labels, batch_size: int = 500) -> float:
+    """Mean local share of importance (one-interval trapezoid, as in training) when the extractor's
+    features are given, e.g. those the int8 device front computed."""
+    model, config = load_checkpoint(checkpoint)
+    features = torch.as_tensor(features, dtype=torch.float32)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    total = 0.0
+    for x, y in batches(features, labels, batch_size):
+        total += float(skewness(integrated_gradients(model.evaluator, x, y, 1), config.local_channels).sum())
+    return total / len(labels)

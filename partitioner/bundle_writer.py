@@ -10,6 +10,7 @@ from another checkout (and a shipped file would leak build paths).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agilenn.bundle import Bundle, Manifest, write_manifest
+from agilenn.bundle import Bundle, FrontSpec, Manifest, write_manifest
 from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
 from agilenn.datasets import Split
 from agilenn.onnx_sessions import create_session
@@ -61,6 +62,18 @@ def strip_build_paths(path: str | Path) -> bool:
     if found:
         onnx.save(model, str(path))
     return found
+
+
+def front_spec(path: Path) -> FrontSpec:
+    """File name, hash, size and stored-weight bytes of an exported device front."""
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                  for t in model.graph.initializer)
+    data = path.read_bytes()
+    return FrontSpec(file=path.name, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
+                     weight_bytes=weights)
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,

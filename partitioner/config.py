@@ -53,15 +53,27 @@ class Joint(Optimiser):
     local_loss_weight: float = Field(0.0, ge=0, description="extra CE on the local logits alone")
     remote_loss_weight: float = Field(0.0, ge=0, description="extra CE on the remote logits alone")
     mixing_temperature: float = Field(4.0, gt=0, description="alpha = sigmoid(w / T)")
+    rate_weight: float = Field(0.0, description=(
+        "weight of the sent symbols' estimated entropy (bits per symbol) in the loss: larger sends fewer "
+        "bytes at some accuracy, 0 leaves bytes to chance, negative spends more"))
+    level_share_weight: float = Field(0.0, ge=0, description=(
+        "weight of a penalty on quantizer levels carrying less than quantizer.min_level_share of the sent "
+        "symbols: the rate term empties expensive levels, this keeps the declared ones in use"))
+    distill_weight: float = Field(0.0, ge=0, description=(
+        "weight of a KL term pulling the mixed prediction towards the frozen unsplit reference's"))
+    distill_temperature: float = Field(4.0, gt=0, description="softmax temperature of that KL term")
 
 
 class Quantizer(_Strict):
     levels: int = Field(4, ge=2, le=256)
     softness: float = Field(1.0, gt=0, description="temperature of the soft assignment")
-    init_centroids: list[float] | None = Field(None, description="initial centroids in (0, 6)")
+    init_centroids: list[float] | None = Field(None, description=(
+        "initial centroids in (0, 6); by default 1-D k-means over the offloaded features when the joint "
+        "stage starts"))
+    min_level_share: float = Field(0.02, ge=0, lt=1, description=(
+        "the share of sent symbols each level should carry (see joint_training.level_share_weight)"))
     learn_centroids: bool = Field(True, description=(
-        "train the centroids with the network; false keeps them where they start (init_centroids, or "
-        "k-means over the source's features when fine-tuning), which stops learned ones merging"))
+        "train the centroids with the network (ordered, kept apart); false keeps them where they start"))
 
     @model_validator(mode="after")
     def _check_init(self) -> "Quantizer":
@@ -78,6 +90,10 @@ class Export(_Strict):
     verify_samples: int = Field(2000, ge=1)
     logits_atol: float = Field(1e-3, gt=0, description="largest |ONNX Runtime - PyTorch| logit difference allowed")
     index_mismatch_share: float = Field(1e-3, ge=0, description="share of remote indices allowed to differ (float ties)")
+    int8: bool = Field(True, description="also ship device.int8.onnx, statically quantized and verified")
+    int8_calibration_samples: int = Field(2000, ge=1, description="training images that calibrate its ranges")
+    int8_max_accuracy_drop: float = Field(0.005, ge=0, description=(
+        "largest loss of mixed or local-only test accuracy against float before export refuses"))
 
 
 class PartitionConfig(_Strict):

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from agilenn.bundle import (DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec,
-                            QuantizerSpec, SplitSpec)
+from agilenn.bundle import (DEVICE_INT8_MODEL, DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest,
+                            MixingSpec, QuantizerSpec, SplitSpec)
 from agilenn.datasets import Dataset
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import run_batched
-from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
+from partitioner.bundle_writer import BundleWriter, fit_codec, front_spec, run_torch
 from partitioner.checkpoint import save_bundle_checkpoint
 from partitioner.config import PartitionConfig
 from partitioner.layers import count_macs
@@ -37,21 +37,23 @@ class ExportVerificationError(RuntimeError):
 
 
 class DeviceModule(nn.Module):
-    """Raw image -> (local logits, remote indices as uint8): everything the device computes."""
+    """Raw image -> (local logits, remote indices as uint8): everything the device computes;
+    with_features adds the extractor's features as a third output (for the int8 front)."""
 
-    def __init__(self, model: AgileNN, config: PartitionConfig) -> None:
+    def __init__(self, model: AgileNN, config: PartitionConfig, with_features: bool = False) -> None:
         super().__init__()
         self.normalise = Normalise(config.mean, config.std)
         self.extractor = model.extractor
         self.local = model.local
         self.k = model.local_channels
+        self.with_features = with_features
         self.register_buffer("centroids", model.quantizer.centroids().detach().clone())
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.extractor(self.normalise(image))
         local_logits = self.local(features[:, : self.k])
-        remote = features[:, self.k:]
-        return local_logits, nearest_centroid(remote, self.centroids).to(torch.uint8)
+        indices = nearest_centroid(features[:, self.k:], self.centroids).to(torch.uint8)
+        return (local_logits, indices, features) if self.with_features else (local_logits, indices)
 
 
 class RemoteModule(nn.Module):
@@ -148,6 +150,22 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
         (_, train_indices) = run_torch(device, train_images)
         codec_entry = fit_codec(config.export.codec, train_indices, model.quantizer.levels)
 
+        files = {"device": DEVICE_MODEL, "remote": REMOTE_MODEL, "reference": REFERENCE_MODEL}
+        metrics: dict = {"verification": verification}
+        if config.export.int8:
+            from partitioner.int8 import quantize_device_front, verify_int8
+
+            picked = np.random.default_rng(config.seed).permutation(len(train_images))
+            quantize_device_front(DeviceModule(model, config, with_features=True).eval(), input_shape,
+                                  train_images[picked[: config.export.int8_calibration_samples]],
+                                  writer.folder / DEVICE_INT8_MODEL)
+            metrics["int8_verification"] = verify_int8(writer.folder, DEVICE_MODEL, DEVICE_INT8_MODEL, REMOTE_MODEL,
+                                                       model.alpha().item(), test, config.export.int8_max_accuracy_drop)
+            log.info("int8 front verified: %s", metrics["int8_verification"])
+            files["device_int8"] = DEVICE_INT8_MODEL
+        fronts = {precision: front_spec(writer.folder / name) for precision, name in
+                  (("float32", DEVICE_MODEL), ("int8", files.get("device_int8"))) if name is not None}
+
         checkpoint = save_bundle_checkpoint(writer.folder, model, reference_extractor, config, input_shape,
                                             dataset.num_classes)
         manifest = Manifest(
@@ -159,11 +177,11 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
                                     centroids=[float(c) for c in model.quantizer.centroids().detach()]),
             codec=codec_entry,
             mixing=MixingSpec(alpha_local=model.alpha().item()),
-            files={"device": DEVICE_MODEL, "remote": REMOTE_MODEL, "reference": REFERENCE_MODEL,
-                   "checkpoint": checkpoint},
+            files={**files, "checkpoint": checkpoint},
             device_macs=count_macs(device, example),
+            device_fronts=fronts,
             config=config.model_dump(mode="json"),
-            metrics={"verification": verification},
+            metrics=metrics,
         )
         writer.write_manifest(manifest, test,
                               measure=lambda folder: measure_skewness(folder / checkpoint, test))

@@ -62,7 +62,7 @@ class AgileNN(nn.Module):
                                     spatial=spatial, **nets.remote.args)
         q = config.quantizer
         self.quantizer = SoftToHardQuantizer(q.levels, q.softness, q.init_centroids)
-        self.quantizer.logits.requires_grad_(q.learn_centroids)
+        self.quantizer.gap_logits.requires_grad_(q.learn_centroids)
         self.mixing_logit = nn.Parameter(torch.zeros(()))
         self.mixing_temperature = config.joint_training.mixing_temperature
 

@@ -82,9 +82,12 @@ def measure_agilenn(folder: Path, split, name: str = "agilenn") -> Scheme:
     bundle = Bundle(folder)
     model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
     metrics = evaluate_bundle(bundle, split)
+    int8 = bundle.manifest.device_fronts.get("int8")
     return _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
                           RemoteModule(model).eval(), accuracy_local_only=metrics["accuracy_local_only"],
-                          alpha_local=metrics["alpha_local"], accuracy_reference=metrics["accuracy_reference"])
+                          alpha_local=metrics["alpha_local"], accuracy_reference=metrics["accuracy_reference"],
+                          device_weight_bytes=None if int8 is None else int8.weight_bytes,
+                          accuracy_int8=metrics.get("accuracy_int8"))
 
 
 def measure_deepcod(folder: Path, split) -> Scheme:

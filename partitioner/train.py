@@ -28,7 +28,7 @@ from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
                                    skewness_loss)
 from partitioner.model import AgileNN
-from partitioner.quantizer import FEATURE_RANGE
+from partitioner.quantizer import hard_entropy_bits, kmeans_centroids, upgrade_legacy_keys
 from partitioner.remap import permute_input_channels, permute_output_channels, remap_order
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,11 @@ class Trainer:
         if not path.exists():
             return
         state = load_run_checkpoint(path)
+        upgrade_legacy_keys(state["model"], "quantizer.")
         polish_started = state["stage"] == "polish" or state.get("polished", False)
+        # a from-scratch run's joint settings (quantizer, heads, losses) may change until joint training
+        # takes its first step: the reference stage and the remap do not depend on them
+        joint_started = self.config.fine_tune_from is not None or _joint_started(state)
         # through the schema, so that settings added since (at their defaults) do not count as changes
         try:
             saved = PartitionConfig.model_validate(state["config"]).model_dump(mode="json")
@@ -104,10 +108,14 @@ class Trainer:
             raise ValueError(f"{path}: the config saved with this checkpoint no longer validates; use a new run "
                              f"folder or delete it ({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
                              ) from None
-        if (_training_part(saved, polish_started)
-                != _training_part(self.config.model_dump(mode="json"), polish_started)):
+        if (_training_part(saved, joint_started, polish_started)
+                != _training_part(self.config.model_dump(mode="json"), joint_started, polish_started)):
             raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
-        self.model.load_state_dict(state["model"])
+        if joint_started:
+            self.model.load_state_dict(state["model"])
+        else:  # this config's heads and quantizer, as a fresh run would have them
+            self.model.load_state_dict({k: v for k, v in state["model"].items()
+                                        if k.startswith(("extractor.", "evaluator."))}, strict=False)
         if state["reference_extractor"] is not None:
             self.reference_extractor = copy.deepcopy(self.model.extractor)
             self.reference_extractor.load_state_dict(state["reference_extractor"])
@@ -117,6 +125,10 @@ class Trainer:
             self.stage, self.epoch, self.opt_state = "polish", 0, None  # a polish stage added after training
         self.generator.set_state(state["generator"])
         log.info("resuming %s at stage %s, epoch %d", self.run_dir, self.stage, self.epoch)
+        if not joint_started and self.stage == "joint":
+            if state.get("generator_before_joint") is not None:
+                self.generator.set_state(state["generator_before_joint"])
+            self._prepare_joint()
 
     def _start_from(self, source: Path) -> None:
         """Take a trained split's weights; what this config reshapes (the quantizer for another level
@@ -128,6 +140,7 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"fine_tune_from: no checkpoint at {path}; train or export that split first")
         state = load_any_checkpoint(path)
+        upgrade_legacy_keys(state["model"], "quantizer.")
         if state.get("stage", "done") != "done":
             raise ValueError(f"fine_tune_from: {path} is still at stage {state['stage']!r}; finish that run first")
         theirs = state["config"]
@@ -146,7 +159,7 @@ class Trainer:
                     resized[name] = carried
         taken.update(resized)
         if self.config.quantizer.init_centroids is not None:
-            taken.pop("quantizer.logits", None)  # the config's centroids, not the source's
+            taken.pop("quantizer.gap_logits", None)  # the config's centroids, not the source's
         fresh = sorted(set(own) - set(taken))
         kept_whole = [k for k in fresh if k.startswith(("extractor.", "evaluator."))]
         if kept_whole:
@@ -156,7 +169,7 @@ class Trainer:
         self.reference_extractor = copy.deepcopy(self.model.extractor)
         self.reference_extractor.load_state_dict(state["reference_extractor"])
         q = self.config.quantizer
-        if q.init_centroids is None and ("quantizer.logits" in fresh or not q.learn_centroids):
+        if q.init_centroids is None and ("quantizer.gap_logits" in fresh or not q.learn_centroids):
             self._fit_centroids()  # fixed centroids start where the features are, not where the source's merged
         self.stage, self.epoch = "joint", 0
         self._log({"stage": "fine-tune-start", "source": str(path), "fresh_parameters": fresh,
@@ -166,19 +179,20 @@ class Trainer:
 
     @torch.no_grad()
     def _fit_centroids(self, samples: int = 200_000) -> None:
-        """New quantizer centroids by 1-D k-means over the source's offloaded feature values."""
-        from sklearn.cluster import KMeans
-
+        """Quantizer centroids by 1-D k-means over the offloaded feature values of training images."""
         self.model.eval()
         k = self.config.local_channels
         values = torch.cat([self.model.extractor(x)[:, k:].flatten() for x, _ in
                             batches(self.train_x[:5000], self.train_y[:5000], 500)])
         pick = torch.randperm(len(values), generator=self.generator)[:samples]
-        levels = self.config.quantizer.levels
-        km = KMeans(n_clusters=levels, n_init=4, random_state=self.config.seed).fit(values[pick].reshape(-1, 1).numpy())
-        # strictly inside (0, 6): the quantizer stores centroids as logits of c / 6
-        centroids = torch.tensor(sorted(km.cluster_centers_.ravel()), dtype=torch.float32).clamp(0.01, 5.99)
-        self.model.quantizer.logits.copy_(torch.logit(centroids / FEATURE_RANGE))
+        self.model.quantizer.set_centroids(kmeans_centroids(values[pick], self.config.quantizer.levels,
+                                                            self.config.seed))
+
+    def _prepare_joint(self) -> None:
+        """Before the first joint step of a fresh run: levels where the offloaded features are."""
+        self._generator_before_joint = self.generator.get_state()
+        if self.config.quantizer.init_centroids is None:
+            self._fit_centroids()
 
     def _save(self, optimiser=None, scheduler=None) -> None:
         state = {
@@ -190,6 +204,7 @@ class Trainer:
             "polished": self.polished,
             "optimiser": None if optimiser is None else {"opt": optimiser.state_dict(), "sched": scheduler.state_dict()},
             "generator": self.generator.get_state(),
+            "generator_before_joint": getattr(self, "_generator_before_joint", None),
         }
         tmp = self.run_dir / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
@@ -270,8 +285,10 @@ class Trainer:
         permute_input_channels(m.evaluator, order)
         self.reference_extractor = copy.deepcopy(m.extractor)
         after = float(local_share(per_channel[:, order], k).mean())
+        self._prepare_joint()
         self._log({"stage": "remap", "order": order.tolist(), "skewness_before": before, "skewness_after": after,
-                   "test_accuracy_reference": self.evaluate_reference()})
+                   "test_accuracy_reference": self.evaluate_reference(),
+                   "centroids": [round(c, 4) for c in m.quantizer.centroids().tolist()]})
         self.stage, self.epoch = "joint", 0
         self._save()
 
@@ -281,12 +298,17 @@ class Trainer:
         k = self.config.local_channels
         for p in m.evaluator.parameters():
             p.requires_grad_(False)
-        params = [p for name, p in m.named_parameters() if not name.startswith("evaluator.") and p.requires_grad]
+        trained = [(name, p) for name, p in m.named_parameters() if not name.startswith("evaluator.") and p.requires_grad]
+        # weight decay would pull the level gaps towards even spacing, which no loss asked for
+        params = [{"params": [p for name, p in trained if not name.startswith("quantizer.")]},
+                  {"params": [p for name, p in trained if name.startswith("quantizer.")], "weight_decay": 0.0}]
         optimiser, scheduler = self._resume_optimiser(params, spec)
+        teacher = self._teacher() if spec.distill_weight > 0 else None
         while self.epoch < spec.epochs:
             m.train()
             m.evaluator.eval()  # frozen, BN statistics included
-            totals = {"ce": 0.0, "skewness": 0.0, "disorder": 0.0, "correct": 0, "correct_local": 0}
+            totals = {"ce": 0.0, "skewness": 0.0, "disorder": 0.0, "rate_bits": 0.0, "correct": 0,
+                      "correct_local": 0}
             seen = 0
             bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
                        desc=f"{stage} {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
@@ -298,9 +320,17 @@ class Trainer:
                 ce = F.cross_entropy(out.mixed_logits, y)
                 aux = spec.local_loss_weight * F.cross_entropy(out.local_logits, y) \
                     + spec.remote_loss_weight * F.cross_entropy(out.remote_logits, y)
+                if teacher is not None:
+                    aux = aux + spec.distill_weight * distillation_loss(out.mixed_logits, teacher(x),
+                                                                        spec.distill_temperature)
                 skew = skewness_loss(importance, k, spec.rho)
                 disorder = disorder_loss(importance, k)
                 loss = spec.lam * (ce + aux) + (1 - spec.lam) * (skew + disorder)
+                if spec.rate_weight:
+                    loss = loss + spec.rate_weight * m.quantizer.rate_bits(features[:, k:])
+                if spec.level_share_weight:
+                    loss = loss + spec.level_share_weight * m.quantizer.level_shortfall(
+                        features[:, k:], self.config.quantizer.min_level_share)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -310,18 +340,30 @@ class Trainer:
                 totals["ce"] += float(ce.detach()) * n
                 totals["skewness"] += float(skewness(importance.detach(), k).sum())
                 totals["disorder"] += float(disorder.detach()) * n
+                totals["rate_bits"] += hard_entropy_bits(out.indices, m.quantizer.levels) * n
                 totals["correct"] += int((out.mixed_logits.argmax(1) == y).sum())
                 totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
                 bar.set_postfix(acc=totals["correct"] / seen, skew=totals["skewness"] / seen)
             self.epoch += 1
             record = {"stage": stage, "epoch": self.epoch,
                       "train_ce": totals["ce"] / seen, "train_skewness": totals["skewness"] / seen,
-                      "train_disorder": totals["disorder"] / seen, "train_accuracy": totals["correct"] / seen,
+                      "train_disorder": totals["disorder"] / seen, "train_bits_per_symbol": totals["rate_bits"] / seen,
+                      "train_accuracy": totals["correct"] / seen,
                       "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
             record.update(self.evaluate_split())
             self._log(record)
             self._save(optimiser, scheduler)
         self.epoch = 0
+
+    def _teacher(self):
+        """The frozen unsplit reference (pre-trained extractor and evaluator) as a distillation target."""
+        assert self.reference_extractor is not None
+        extractor, evaluator = self.reference_extractor.eval(), self.model.evaluator
+
+        @torch.no_grad()
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            return evaluator(extractor(x))
+        return logits
 
     # ---- quick test-set checks (the bundle's numbers come from `agilenn evaluate`) ---------
     @torch.no_grad()
@@ -337,6 +379,7 @@ class Trainer:
         k = self.config.local_channels
         correct = correct_local = correct_remote = 0
         skew_sum = 0.0
+        indices = []
         for x, y in batches(self.test_x, self.test_y, 1000):
             with torch.no_grad():
                 features = m.extractor(x)
@@ -345,9 +388,15 @@ class Trainer:
             correct += int((out.mixed_logits.argmax(1) == y).sum())
             correct_local += int((out.local_logits.argmax(1) == y).sum())
             correct_remote += int((out.remote_logits.argmax(1) == y).sum())
+            indices.append(out.indices)
         n = len(self.test_y)
+        sent = torch.cat(indices)
+        counts = torch.bincount(sent.flatten().long(), minlength=m.quantizer.levels)
         return {"test_accuracy": correct / n, "test_accuracy_local": correct_local / n,
-                "test_accuracy_remote": correct_remote / n, "test_skewness": skew_sum / n}
+                "test_accuracy_remote": correct_remote / n, "test_skewness": skew_sum / n,
+                "test_bits_per_symbol": hard_entropy_bits(sent, m.quantizer.levels),
+                "test_level_shares": [round(float(c) / float(counts.sum()), 4) for c in counts],
+                "centroids": [round(c, 4) for c in m.quantizer.centroids().tolist()]}
 
 
 def _move_input_channels(name: str, new: torch.Tensor, old: torch.Tensor, k_old: int, k_new: int,
@@ -373,8 +422,24 @@ def _move_input_channels(name: str, new: torch.Tensor, old: torch.Tensor, k_old:
     return out
 
 
-def _training_part(config: dict[str, Any], polish_started: bool) -> dict[str, Any]:
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened predictions, scaled by T^2 (Hinton et al.)."""
+    return F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def _joint_started(state: dict[str, Any]) -> bool:
+    return state["stage"] in ("polish", "done") or (
+        state["stage"] == "joint" and (state["epoch"] > 0 or state["optimiser"] is not None))
+
+
+def _training_part(config: dict[str, Any], joint_started: bool, polish_started: bool) -> dict[str, Any]:
     """The config keys a checkpoint depends on: export settings and thread counts may change between
-    runs, and so may the polish stage until it has started."""
+    runs; the joint stage's settings (quantizer, heads, losses) until it has taken a step; and the
+    polish stage until it has started."""
     ignored = {"export", "threads"} | (set() if polish_started else {"polish"})
+    if not joint_started:
+        ignored |= {"joint_training", "polish", "quantizer"}
+        config = {**config, "networks": {key: value for key, value in config["networks"].items()
+                                         if key not in ("local", "remote")}}
     return {key: value for key, value in config.items() if key not in ignored}

@@ -31,7 +31,8 @@ def _layers(rows: list[LayerRow]) -> tuple[Layer, ...]:
 
 
 def _workload(name: str, device_layers: list[LayerRow], cloud_layers: list[LayerRow], input_bytes: int,
-              encode_symbols: int, payload_bytes: float, protocol: ProtocolOverheads, framing: str) -> Workload:
+              encode_symbols: int, payload_bytes: float, protocol: ProtocolOverheads, framing: str,
+              device_weight_bytes: int | None = None) -> Workload:
     if framing not in FRAMINGS:
         raise ValueError(f"framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
     offloads = payload_bytes > 0
@@ -45,6 +46,7 @@ def _workload(name: str, device_layers: list[LayerRow], cloud_layers: list[Layer
         request_overhead_bytes=protocol.request_overhead_bytes if (offloads and grpc) else 0,
         response_bytes=(protocol.response_bytes if grpc else protocol.raw_response_bytes) if offloads else 0,
         cloud_layers=_layers(cloud_layers),
+        device_weight_bytes=device_weight_bytes,
     )
 
 
@@ -53,7 +55,7 @@ def workload(scheme: Scheme, protocol: ProtocolOverheads, framing: str = "grpc",
     """One scheme's workload; `payload_bytes` replaces the measured median (the emulation's own)."""
     return _workload(scheme.name, scheme.device_layers, scheme.cloud_layers, scheme.input_bytes,
                      scheme.encode_symbols, scheme.payload_bytes if payload_bytes is None else payload_bytes,
-                     protocol, framing)
+                     protocol, framing, scheme.device_weight_bytes)
 
 
 def cut_workload(cut: CutRecord, protocol: ProtocolOverheads, framing: str = "grpc") -> Workload:

@@ -14,7 +14,8 @@ End-to-end latency = device compute + encoding + network (uplink) + cloud + retu
 Energy = compute power x (device + encoding) + transmit power x uplink time spent sending
 + receive power x the time the radio waits and listens (propagation, cloud, return).
 
-Memory of the device part, int8: flash = weights + the runtime; SRAM = the largest
+Memory of the device part, int8: flash = weights (the stored weights of the int8 file a scheme
+ships, where it ships one; else int8 weights and int32 biases from its layer table) + the runtime; SRAM = the largest
 (layer input + layer output) + the sensor input when no layer reads it + the encoded payload
 buffer + the runtime.
 """
@@ -51,6 +52,7 @@ class Workload:
     request_overhead_bytes: int = 0  # protocol framing around the payload
     response_bytes: int = 0  # the answer, framing included
     cloud_layers: tuple[Layer, ...] = ()
+    device_weight_bytes: int | None = None  # measured from the int8 file shipped; None: the layers' estimate
 
     @property
     def offloads(self) -> bool:
@@ -138,7 +140,9 @@ def energy_mj(lat: Latency, device: DeviceProfile) -> float:
 
 def memory(work: Workload, device: DeviceProfile) -> Memory:
     m = device.memory
-    weights = sum(layer.weight_bytes for layer in work.device_layers)
+    weights = work.device_weight_bytes
+    if weights is None:
+        weights = sum(layer.weight_bytes for layer in work.device_layers)
     peak = max((layer.in_bytes + layer.out_bytes for layer in work.device_layers), default=0)
     if not work.device_layers:
         peak = work.input_bytes  # the sample waits in SRAM while it is coded

@@ -34,6 +34,17 @@ def trained_tiny_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def int8_tiny_bundle(tmp_path_factory):
+    """The tiny config exported with its int8 device front (a tiny test split: half a point is one
+    sample, so the check allows more)."""
+    pytest.importorskip("torch", reason="trains a bundle: needs the train extra")
+    from partitioner.testing import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("int8-tiny") / "bundle",
+                            export={"verify_samples": 64, "int8": True, "int8_max_accuracy_drop": 0.05})
+
+
+@pytest.fixture(scope="session")
 def worker_server():
     """`with worker_server(bundle, config) as server:` one worker's gRPC server on a thread (no Ray).
     Tests that take it skip on a device-only install."""

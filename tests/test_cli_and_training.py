@@ -150,7 +150,7 @@ def test_fine_tuning_starts_from_a_trained_split_and_refits_what_it_reshapes(tmp
                                     getattr(source.model, name).state_dict().items()):
             assert torch.equal(a, b), key
     first = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["stage"] == "fine-tune-start" and first["fresh_parameters"] == ["quantizer.logits"]
+    assert first["stage"] == "fine-tune-start" and first["fresh_parameters"] == ["quantizer.gap_logits"]
     assert first["resized_parameters"] == ["local.1.weight", "remote.0.weight"]
     # one more local channel, its weights at zero: the local head starts as the source's
     features = source.model.extractor.eval()(tuned.test_x[:16])
@@ -213,3 +213,27 @@ def test_configured_centroids_win_over_the_source_when_fine_tuning(tmp_path):
                          fine_tune_from=str(tmp_path / "source"))
     tuned = Trainer(config, tmp_path / "tuned", dataset=data, progress=False)
     assert [round(c, 4) for c in tuned.model.quantizer.centroids().tolist()] == [0.5, 1.5, 3.0, 5.0]
+
+
+def test_joint_settings_may_change_until_joint_training_takes_a_step(tmp_path):
+    import torch
+
+    data = synthetic_dataset()
+    first = Trainer(tiny_config(), tmp_path, dataset=data, progress=False)
+    first._train_reference()
+    first._remap()  # saved at the start of the joint stage, before any joint step
+    changed = tiny_config(quantizer={"levels": 3}, joint_training={"epochs": 1, "batch_size": 32, "rate_weight": 0.1},
+                          networks={**tiny_config().networks.model_dump(), "remote": {"name": "conv-head",
+                                                                                       "args": {"widths": [8]}}})
+    resumed = Trainer(changed, tmp_path, dataset=data, progress=False)
+    assert (resumed.stage, resumed.epoch, resumed.model.quantizer.levels) == ("joint", 0, 3)
+    for name, value in first.model.extractor.state_dict().items():
+        assert torch.equal(resumed.model.extractor.state_dict()[name], value), name
+    # the k-means levels were fitted again, for three levels
+    assert len(resumed.model.quantizer.centroids()) == 3
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny_config(reference_training={"epochs": 4, "batch_size": 32, "lr": 0.05}), tmp_path, dataset=data,
+                progress=False)
+    resumed.run()  # joint training has now taken its steps: its settings are fixed
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny_config(quantizer={"levels": 3}), tmp_path, dataset=data, progress=False)

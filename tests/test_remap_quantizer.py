@@ -64,4 +64,4 @@ def test_quantizer_round_trip_and_straight_through_gradient():
     assert torch.equal(indices, nearest)
     quantized.sum().backward()
     assert features.grad is not None and features.grad.abs().sum() > 0
-    assert q.logits.grad is not None and q.logits.grad.abs().sum() > 0
+    assert q.gap_logits.grad is not None and q.gap_logits.grad.abs().sum() > 0
