@@ -117,7 +117,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _fashion_mnist() -> Dataset:
+def fashion_mnist_files() -> dict[str, Path]:
+    """The four Fashion-MNIST IDX files (train_images, train_labels, test_images, test_labels), from
+    $AGILENN_FASHION_MNIST_DIR or the Debian package's folder; DatasetUnavailableError when any is missing."""
     root = Path(os.environ.get(FASHION_MNIST_DIR_ENV, FASHION_MNIST_DEFAULT_DIR))
     files = {
         "train_images": "train-images-idx3-ubyte.gz",
@@ -132,7 +134,11 @@ def _fashion_mnist() -> Dataset:
             "with `sudo apt-get install -y dataset-fashion-mnist`, or point "
             f"{FASHION_MNIST_DIR_ENV} at a folder holding the four gzipped IDX files."
         )
-    arrays = {key: read_idx(root / name) for key, name in files.items()}
+    return {key: root / name for key, name in files.items()}
+
+
+def _fashion_mnist() -> Dataset:
+    arrays = {key: read_idx(path) for key, path in fashion_mnist_files().items()}
     return Dataset.from_arrays(
         arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
         labels=FASHION_MNIST_LABELS, name="fashion-mnist",
@@ -172,8 +178,16 @@ def _split_holdout(name: str, images: np.ndarray, labels: np.ndarray, label_name
     return Dataset.from_arrays(images[train], labels[train], images[test], labels[test], label_names, name)
 
 
+def _cluttered_fashion_mnist() -> Dataset:
+    # agilenn.cluttered imports this module; it builds (or loads from its cache) the default spec
+    from agilenn.cluttered import cluttered_dataset
+
+    return cluttered_dataset()
+
+
 _REGISTRY: dict[str, Callable[[], Dataset]] = {
     "fashion-mnist": _fashion_mnist,
+    "cluttered-fashion-mnist": _cluttered_fashion_mnist,
     "mnist-5k": _mnist_5k,
     "digits": _digits,
 }
