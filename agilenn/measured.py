@@ -81,6 +81,9 @@ class Scheme(_Record):
     accuracy_int8: float | None = None
     # the DeepCOD-like scheme is one of the tradeoff points, named here
     variant: str | None = None
+    # a full-offload scheme whose coder loses information (JPEG at `jpeg_quality`); absent: lossless
+    lossy: bool = False
+    jpeg_quality: int | None = Field(default=None, ge=1, le=100)
 
     @model_validator(mode="after")
     def _quantized_schemes_name_their_coder(self) -> Scheme:
@@ -88,6 +91,8 @@ class Scheme(_Record):
             missing = [f for f in ("levels", "offloaded_channels", "codec") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"a scheme of kind {self.kind!r} needs {', '.join(missing)}")
+        if self.jpeg_quality is not None and not self.lossy:
+            raise ValueError("a scheme with a jpeg_quality is lossy: set lossy true")
         return self
 
 

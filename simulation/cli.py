@@ -1,6 +1,7 @@
 """`agilenn simulate`: every scheme on a modelled device and link, from measured accuracy and bytes.
 
     agilenn simulate --device stm32f746-216mhz --link wifi-6mbps [--json] [--report DIR]
+    agilenn simulate --workload cluttered-fashion-mnist ...   # or --measured FILE; default fashion-mnist
     agilenn simulate sweep --device stm32f746-216mhz --links ble-270kbps,wifi-2mbps,wifi-6mbps --report DIR
     agilenn simulate recommend --device esp32-s3 --link ble-270kbps --min-accuracy 0.88
     agilenn simulate fleet --devices 50 --rate 20 --cloud localhost:50051 [--json]
@@ -16,10 +17,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simulation import compare
+from simulation import compare, workloads
 from simulation.profiles import ProfileError, available, load_device, load_link
 
 COMMANDS = ("run", "sweep", "recommend", "fleet", "emulate", "calibrate", "profiles")
+
+
+def _measured_options(parser: argparse.ArgumentParser) -> None:
+    """--workload NAME or --measured FILE; `main` turns them into args.measured, the file to read."""
+    parser.add_argument("--workload", default=None, metavar="NAME",
+                        help=f"read the measured schemes of this workload ({', '.join(workloads.WORKLOADS)}; "
+                             f"default {workloads.DEFAULT_WORKLOAD})")
+    parser.add_argument("--measured", default=None, metavar="FILE",
+                        help="read this measured-schemes file instead (python -m partitioner.simdata writes it)")
 
 
 def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
@@ -27,8 +37,7 @@ def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
     if link:
         parser.add_argument("--link", default="wifi-6mbps", help="link profile name or YAML path")
     parser.add_argument("--cloud", default="host", help="profile of the machine serving the remote part")
-    parser.add_argument("--measured", default=str(compare.DEFAULT_MEASURED),
-                        help="measured schemes (python -m partitioner.simdata writes it)")
+    _measured_options(parser)
     parser.add_argument("--framing", choices=compare.FRAMINGS, default="grpc",
                         help="grpc: the runtime's own messages around each payload; raw: payload bytes only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -69,12 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulate", help="modelled vs measured latency over emulated links (needs root)")
     emu.add_argument("--bundle", default="bundles/fashion-mnist")
     emu.add_argument("--links", default="wifi-6mbps,ble-270kbps")
-    emu.add_argument("--measured", default=str(compare.DEFAULT_MEASURED))
+    _measured_options(emu)
     emu.add_argument("--cloud", default="host")
     emu.add_argument("--count", type=int, default=60, help="timed inferences per link")
     emu.add_argument("--json", action="store_true")
     cal = sub.add_parser("calibrate", help="measure this machine's compute profile")
-    cal.add_argument("--measured", default=str(compare.DEFAULT_MEASURED))
+    _measured_options(cal)
     cal.add_argument("--repeats", type=int, default=300)
     cal.add_argument("--write", default=None, help="write the profile YAML here")
     cal.add_argument("--json", action="store_true")
@@ -260,7 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulation.plotting import ReportUnavailable
 
     try:
+        if hasattr(args, "measured"):  # the subcommands that read measured schemes
+            args.measured = str(workloads.measured_file(args.workload, args.measured))
         return globals()[f"cmd_{args.command}"](args)
+    except workloads.WorkloadError as exc:  # a usage error, as argparse's are
+        print(f"agilenn simulate: error: {exc}", file=sys.stderr)
+        return 2
     except (ProfileError, compare.MeasuredDataError, ReportUnavailable, CalibrationError) as exc:
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 1

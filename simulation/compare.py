@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 from agilenn.measured import CutRecord, LayerRow, MeasuredSchemes, ProtocolOverheads, Scheme
@@ -19,8 +18,9 @@ from agilenn.measured import MeasuredDataError as MeasuredDataError, load_measur
 from simulation.cuts import Cut, NoEligibleCut, choose_cut
 from simulation.model import Latency, Layer, Workload, energy_mj, latency, memory
 from simulation.profiles import DeviceProfile, LinkProfile
+from simulation.workloads import DEFAULT_WORKLOAD, WORKLOADS
 
-DEFAULT_MEASURED = Path("bundles/baselines/measured.json")
+DEFAULT_MEASURED = WORKLOADS[DEFAULT_WORKLOAD].measured
 OFFLOADING_BASELINES = ("full-offload", "layer-split", "deepcod")
 FRAMINGS = ("grpc", "raw")
 SWEEP_KBPS = (10.0, 1e7)  # crossover search range
@@ -77,23 +77,24 @@ class SchemeResult:
     flash_bytes: int
     fits_device: bool
     note: str = ""
+    lossy: bool = False  # a full offload whose coder loses information (JPEG)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "accuracy": self.accuracy,
                 "device_macs": self.workload.device_macs, "payload_bytes": self.workload.payload_bytes,
                 "latency_ms": self.latency.to_json(), "energy_mj": self.energy_mj,
                 "sram_bytes": self.sram_bytes, "flash_bytes": self.flash_bytes, "fits_device": self.fits_device,
-                "note": self.note}
+                "note": self.note, "lossy": self.lossy}
 
 
 def _result(name: str, kind: str, accuracy: float, work: Workload, device: DeviceProfile, link: LinkProfile,
-            cloud: DeviceProfile, note: str = "") -> SchemeResult:
+            cloud: DeviceProfile, note: str = "", lossy: bool = False) -> SchemeResult:
     lat = latency(work, device, link, cloud)
     mem = memory(work, device)
     if not mem.fits:
         note = "; ".join(filter(None, [note, "does not fit: " + ", ".join(mem.why_not)]))
     return SchemeResult(name, kind, accuracy, work, lat, energy_mj(lat, device),
-                        mem.sram_bytes, mem.flash_bytes, mem.fits, note)
+                        mem.sram_bytes, mem.flash_bytes, mem.fits, note, lossy)
 
 
 def _split_result(cut: CutRecord, work: Workload, device: DeviceProfile, link: LinkProfile,
@@ -115,8 +116,10 @@ def evaluate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile
         note = f"variant {scheme.variant}" if scheme.variant else ""
         if scheme.cut:
             note = f"reference network cut at '{scheme.cut}'"
+        if scheme.jpeg_quality is not None:
+            note = "; ".join(filter(None, [note, f"JPEG quality {scheme.jpeg_quality}"]))
         results.append(_result(scheme.name, scheme.kind, scheme.accuracy, workload(scheme, measured.protocol, framing),
-                               device, link, cloud, note))
+                               device, link, cloud, note, scheme.lossy))
     try:
         choice = choose_cut(split_cuts(measured, framing), device, link, cloud)
     except NoEligibleCut as exc:
@@ -181,24 +184,96 @@ def crossover(measured: MeasuredSchemes, baseline: str, device: DeviceProfile, l
             "range_kbps": list(SWEEP_KBPS)}
 
 
+def _ratio(baseline: float, agilenn: float) -> float | None:
+    return baseline / agilenn if agilenn else None
+
+
+def local_only_compared(results: list[SchemeResult]) -> tuple[SchemeResult | None, bool]:
+    """The local-only model AgileNN is compared with, and whether it reaches AgileNN's accuracy: the
+    fastest local-only scheme whose accuracy is at least AgileNN's, else the most accurate one (None
+    without any local-only scheme). local-large, the reference network whole on the device (its cut at
+    `logits`), is of kind local-only and so one of them."""
+    agile = next(r for r in results if r.kind == "agilenn")
+    local = [r for r in results if r.kind == "local-only"]
+    if not local:
+        return None, False
+    as_good = [r for r in local if r.accuracy >= agile.accuracy]
+    if as_good:
+        return min(as_good, key=lambda r: (r.latency.total_ms, -r.accuracy, r.name)), True
+    return max(local, key=lambda r: (r.accuracy, -r.latency.total_ms)), False
+
+
+def comparison_figures(results: list[SchemeResult]) -> dict[str, Any]:
+    """The summary's figures against local-only and full offload; each is baseline / AgileNN, so
+    larger favours AgileNN.
+
+    - `speedup_vs_local_only`: end-to-end latency of `local_only_compared` / AgileNN's. That model is
+      the fastest local-only scheme whose accuracy is at least AgileNN's
+      (`local_only_reaches_agilenn_accuracy` true) or, when none reaches it, the most accurate one
+      (false); `speedup_vs_local_only_note` says which, `local_only_compared_fits_device` whether it fits.
+    - `device_macs_ratio_vs_local_only`, `energy_ratio_vs_local_only`: that same model's device MACs
+      and energy / AgileNN's.
+    - `bytes_ratio_vs_full_offload`, `speedup_vs_full_offload`: payload bytes and latency of
+      `full_offload_compared`, the lossless full-offload scheme (`lossy` false) with the fewest payload
+      bytes, / AgileNN's. No accuracy condition: a lossless coder keeps the reference network's.
+    - `bytes_ratio_vs_jpeg`: payload bytes of `jpeg_compared`, the lossy full-offload scheme with the
+      fewest payload bytes among those whose accuracy is at least AgileNN's, / AgileNN's; null (and
+      `jpeg_compared` null) when there is none, `bytes_ratio_vs_jpeg_note` saying why.
+
+    The local-only keys are absent without a local-only scheme, the full-offload ones without a
+    lossless full offload; the JPEG keys are always there.
+    """
+    agile = next(r for r in results if r.kind == "agilenn")
+    out: dict[str, Any] = {}
+    local, reaches = local_only_compared(results)
+    if local is not None:
+        out["local_only_compared"] = local.name
+        out["local_only_compared_fits_device"] = local.fits_device
+        out["local_only_reaches_agilenn_accuracy"] = reaches
+        out["speedup_vs_local_only"] = _ratio(local.latency.total_ms, agile.latency.total_ms)
+        out["speedup_vs_local_only_note"] = (
+            f"{local.name} is the fastest local-only scheme at AgileNN's accuracy ({agile.accuracy:.4f}) or better"
+            if reaches else f"no local-only scheme reaches AgileNN's accuracy ({agile.accuracy:.4f}); compared "
+                            f"with the most accurate one, {local.name} ({local.accuracy:.4f})")
+        out["device_macs_ratio_vs_local_only"] = _ratio(local.workload.device_macs, agile.workload.device_macs)
+        out["energy_ratio_vs_local_only"] = _ratio(local.energy_mj, agile.energy_mj)
+    full = [r for r in results if r.kind == "full-offload"]
+    lossless = [r for r in full if not r.lossy and r.workload.payload_bytes > 0]
+    if lossless:
+        best = min(lossless, key=lambda r: (r.workload.payload_bytes, r.name))
+        out["full_offload_compared"] = best.name
+        out["bytes_ratio_vs_full_offload"] = _ratio(best.workload.payload_bytes, agile.workload.payload_bytes)
+        out["speedup_vs_full_offload"] = _ratio(best.latency.total_ms, agile.latency.total_ms)
+    lossy = [r for r in full if r.lossy]
+    as_good = [r for r in lossy if r.accuracy >= agile.accuracy]
+    jpeg = min(as_good, key=lambda r: (r.workload.payload_bytes, -r.accuracy, r.name)) if as_good else None
+    out["jpeg_compared"] = None if jpeg is None else jpeg.name
+    out["bytes_ratio_vs_jpeg"] = None if jpeg is None else _ratio(jpeg.workload.payload_bytes,
+                                                                   agile.workload.payload_bytes)
+    out["bytes_ratio_vs_jpeg_note"] = (
+        f"{jpeg.name} is the lossy full offload with the fewest bytes at AgileNN's accuracy or better" if jpeg
+        else f"no lossy full-offload scheme reaches AgileNN's accuracy ({agile.accuracy:.4f})" if lossy
+        else "no lossy full-offload scheme was measured")
+    return out
+
+
 def summary(measured: MeasuredSchemes, results: list[SchemeResult], device: DeviceProfile, link: LinkProfile,
             cloud: DeviceProfile, framing: str = "grpc") -> dict[str, Any]:
     named = _by_name(results)
     agile = named["agilenn"]
     out: dict[str, Any] = {}
-    local = nearest_local(results)
-    if local is not None:
-        out["local_only_nearest"] = local.name
-        out["speedup_vs_local_only"] = local.latency.total_ms / agile.latency.total_ms
-        out["device_macs_ratio_vs_local_only"] = local.workload.device_macs / agile.workload.device_macs
-        out["energy_ratio_vs_local_only"] = local.energy_mj / agile.energy_mj
-        if device.compute.dense_macs_per_s is not None:  # sensitivity: one MAC rate for every layer
-            single = device.model_copy(update={"compute": device.compute.model_copy(
-                update={"dense_macs_per_s": None})})
-            agile_single = latency(agile.workload, single, link, cloud).total_ms
-            out["speedup_vs_local_only_single_rate"] = latency(local.workload, single, link, cloud).total_ms / agile_single
+    nearest = nearest_local(results)
+    if nearest is not None:
+        out["local_only_nearest"] = nearest.name  # nearest in accuracy; the ratios are against local_only_compared
+    out.update(comparison_figures(results))
+    local, _ = local_only_compared(results)
+    if local is not None and device.compute.dense_macs_per_s is not None:
+        # sensitivity: one MAC rate for every layer
+        single = device.model_copy(update={"compute": device.compute.model_copy(update={"dense_macs_per_s": None})})
+        agile_single = latency(agile.workload, single, link, cloud).total_ms
+        out["speedup_vs_local_only_single_rate"] = latency(local.workload, single, link, cloud).total_ms / agile_single
     for name in OFFLOADING_BASELINES:
-        if name in named and named[name].workload.payload_bytes:
+        if name != "full-offload" and name in named and named[name].workload.payload_bytes:
             key = name.replace("-", "_")
             out[f"bytes_ratio_vs_{key}"] = named[name].workload.payload_bytes / agile.workload.payload_bytes
             out[f"speedup_vs_{key}"] = named[name].latency.total_ms / agile.latency.total_ms
