@@ -86,6 +86,7 @@ class Trainer:
         self.stage, self.epoch = "reference", 0
         self.polished = False
         self.opt_state: dict[str, Any] | None = None
+        self._generator_before_joint: torch.Tensor | None = None  # to refit the levels of a changed joint stage
         self._load()
         if self.stage == "reference" and self.epoch == 0 and config.fine_tune_from is not None:
             self._start_from(Path(config.fine_tune_from))
@@ -170,7 +171,7 @@ class Trainer:
         self.reference_extractor.load_state_dict(state["reference_extractor"])
         q = self.config.quantizer
         if q.init_centroids is None and ("quantizer.gap_logits" in fresh or not q.learn_centroids):
-            self._fit_centroids()  # fixed centroids start where the features are, not where the source's merged
+            self._fit_centroids()  # new or fixed levels start where the features are
         self.stage, self.epoch = "joint", 0
         self._log({"stage": "fine-tune-start", "source": str(path), "fresh_parameters": fresh,
                    "resized_parameters": sorted(resized),
@@ -204,7 +205,7 @@ class Trainer:
             "polished": self.polished,
             "optimiser": None if optimiser is None else {"opt": optimiser.state_dict(), "sched": scheduler.state_dict()},
             "generator": self.generator.get_state(),
-            "generator_before_joint": getattr(self, "_generator_before_joint", None),
+            "generator_before_joint": self._generator_before_joint,
         }
         tmp = self.run_dir / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
