@@ -10,8 +10,8 @@ as its target (its label is that image's label); training canvases draw only fro
 split, test canvases only from the test split. Each canvas records what it was built from
 (`ClutteredSplit`: source indices, crop offsets, places, the target's box and scale).
 
-The canvases are generated once and cached as a compressed .npz under $AGILENN_CACHE_DIR
-(default ~/.cache/agilenn), named by a SHA-256 of the spec, the generator and the source files'
+The canvases are generated once and cached under $AGILENN_CACHE_DIR (default ~/.cache/agilenn):
+uncompressed .npy files mapped into memory on a re-run, and an .npz of the provenance, named by a SHA-256 of the spec, the generator and the source files'
 bytes; a cache file that does not load or does not match is regenerated. numpy and Pillow (for
 the bilinear resize) only.
 """
@@ -26,7 +26,6 @@ import os
 import tempfile
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, Mapping
@@ -44,7 +43,6 @@ DEFAULT_CACHE_DIR = Path("~/.cache/agilenn")
 # Bump when the construction changes in a way the spec does not show (the order of random draws,
 # rounding): every cache file made before is then regenerated.
 GENERATOR_VERSION = 1
-CACHE_CHUNK = 5_000  # canvases per .npz member of a cache file
 
 log = logging.getLogger(__name__)
 
@@ -224,26 +222,14 @@ def cache_key(spec: ClutterSpec, source_files: Mapping[str, str | Path]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _read_images(path: Path, members: list[str], out: np.ndarray) -> None:
-    """Inflate the image members of the .npz at `path` into consecutive rows of `out`, a few members at
-    a time on threads (zlib releases the GIL): one thread would take seconds for the full dataset."""
-    def read(member: str) -> np.ndarray:
-        with zipfile.ZipFile(path) as archive, archive.open(member + ".npy") as f:
-            return np.lib.format.read_array(f, allow_pickle=False)
-
-    workers = max(1, min(len(members), os.cpu_count() or 1, 8))
-    with ThreadPoolExecutor(workers) as pool:
-        row = 0
-        for chunk in pool.map(read, members):
-            if chunk.dtype != np.uint8 or chunk.shape[1:] != out.shape[1:] or row + len(chunk) > len(out):
-                raise ValueError(f"image chunk shaped {chunk.dtype} {chunk.shape} does not fit {out.shape}")
-            out[row:row + len(chunk)] = chunk
-            row += len(chunk)
-    if row != len(out):
-        raise ValueError(f"{row} canvases cached, {len(out)} expected")
+def _image_file(path: Path, split: str) -> Path:
+    return path.with_name(f"{path.stem}-{split}-images.npy")
 
 
 def _read_cache(path: Path, key: str, spec: ClutterSpec) -> tuple[ClutteredSplit, ClutteredSplit] | None:
+    """The cached splits, or None. The canvases are uncompressed .npy files mapped into memory
+    (copy-on-write), so a re-run starts at once; the small .npz beside them holds the key and the
+    provenance and is written last, so its presence means the image files are complete."""
     if not path.exists():
         return None
     try:
@@ -253,8 +239,9 @@ def _read_cache(path: Path, key: str, spec: ClutterSpec) -> tuple[ClutteredSplit
                 raise ValueError("it was made from another spec or other source files")
             for split in ("train", "test"):
                 n, k = spec.count(split), spec.fragments
-                images = np.empty((n, 1, spec.canvas, spec.canvas), dtype=np.uint8)
-                _read_images(path, sorted(m for m in z.files if m.startswith(f"{split}_images_")), images)
+                images = np.load(_image_file(path, split), mmap_mode="c", allow_pickle=False)
+                if images.dtype != np.uint8 or images.shape != (n, 1, spec.canvas, spec.canvas):
+                    raise ValueError(f"{split} canvases are {images.dtype} {images.shape}")
                 arrays = {f.name: z[f"{split}_{f.name}"] for f in fields(ClutteredSplit)
                           if f.name not in ("split", "images")}
                 expected = {"labels": (n,), "target_index": (n,), "target_box": (n, 4), "scale": (n,),
@@ -269,21 +256,12 @@ def _read_cache(path: Path, key: str, spec: ClutterSpec) -> tuple[ClutteredSplit
     return splits[0], splits[1]
 
 
-def _write_cache(path: Path, key: str, train: ClutteredSplit, test: ClutteredSplit) -> None:
-    """Compressed .npz written to a temporary file in the same folder, then renamed into place; the
-    canvases in members of CACHE_CHUNK, which load in parallel."""
-    arrays: dict[str, np.ndarray] = {"key": np.array(key)}
-    for part in (train, test):
-        for start in range(0, max(len(part), 1), CACHE_CHUNK):
-            arrays[f"{part.split}_images_{start // CACHE_CHUNK:04d}"] = part.images[start:start + CACHE_CHUNK]
-        for f in fields(ClutteredSplit):
-            if f.name not in ("split", "images"):
-                arrays[f"{part.split}_{f.name}"] = getattr(part, f.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _atomic_write(path: Path, write) -> None:
+    """`write(file)` into a temporary file beside `path`, then renamed into place."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -291,6 +269,19 @@ def _write_cache(path: Path, key: str, train: ClutteredSplit, test: ClutteredSpl
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _write_cache(path: Path, key: str, train: ClutteredSplit, test: ClutteredSplit) -> None:
+    """The canvases of each split as an .npy file, then the key and provenance as an .npz; each written
+    to a temporary file and renamed into place, the .npz last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"key": np.array(key)}
+    for part in (train, test):
+        _atomic_write(_image_file(path, part.split), lambda f, part=part: np.save(f, part.images, allow_pickle=False))
+        for f in fields(ClutteredSplit):
+            if f.name not in ("split", "images"):
+                arrays[f"{part.split}_{f.name}"] = getattr(part, f.name)
+    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_cluttered(spec: ClutterSpec | None = None, cache: str | Path | None = None) -> ClutteredData:

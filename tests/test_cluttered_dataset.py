@@ -4,7 +4,6 @@ Small specs throughout; the tests that need the real Fashion-MNIST files skip wi
 cache tests run on small synthetic IDX files."""
 
 import gzip
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -158,14 +157,13 @@ def test_the_cache_key_follows_every_parameter_and_the_source_bytes(synthetic_so
     assert cache_key(SMALL, files) == base
 
 
-def test_a_second_load_comes_from_the_cache(synthetic_source, tmp_path, monkeypatch):
-    monkeypatch.setattr("agilenn.cluttered.CACHE_CHUNK", 16)  # 50 training canvases in 4 members, read in parallel
+def test_a_second_load_comes_from_the_cache(synthetic_source, tmp_path):
     first = load_cluttered(SMALL)
-    with zipfile.ZipFile(first.cache_path) as archive:
-        assert sum(name.startswith("train_images_") for name in archive.namelist()) == 4
     assert not first.from_cache and first.cache_path.exists() and first.cache_path.suffix == ".npz"
     assert first.cache_path.parent == tmp_path / "cache"
-    assert [p.name for p in first.cache_path.parent.iterdir()] == [first.cache_path.name]  # no temp file left
+    stem = first.cache_path.stem  # the provenance file and one uncompressed image file per split, no temp file
+    assert sorted(p.name for p in first.cache_path.parent.iterdir()) == sorted(
+        [first.cache_path.name, f"{stem}-test-images.npy", f"{stem}-train-images.npy"])
     second = load_cluttered(SMALL)
     assert second.from_cache and second.cache_path == first.cache_path
     for split in ("train", "test"):
@@ -173,7 +171,16 @@ def test_a_second_load_comes_from_the_cache(synthetic_source, tmp_path, monkeypa
         assert a.images.tobytes() == b.images.tobytes() and np.array_equal(a.labels, b.labels)
         for name in a.provenance:
             assert np.array_equal(a.provenance[name], b.provenance[name])
+    assert isinstance(second.train.images, np.memmap)  # mapped, not read: a re-run starts at once
     assert load_cluttered(SMALL_64).cache_path != first.cache_path
+
+
+def test_a_damaged_image_file_is_regenerated(synthetic_source):
+    good = load_cluttered(SMALL)
+    image_file = good.cache_path.with_name(f"{good.cache_path.stem}-train-images.npy")
+    image_file.write_bytes(image_file.read_bytes()[:-100])  # truncated
+    again = load_cluttered(SMALL)
+    assert not again.from_cache and again.train.images.tobytes() == good.train.images.tobytes()
 
 
 def test_a_corrupt_or_mismatched_cache_file_is_regenerated(synthetic_source):
