@@ -127,9 +127,10 @@ def split_cut_names(ref: Reference) -> list[str]:
 
 def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_limit: int | None = None,
           export_splits: bool = False, dataset: Dataset | None = None, variants: Path | None = None,
-          export_cut_name: str | None = None) -> MeasuredSchemes:
+          export_cut_name: str | None = None, image_codecs: bool = False) -> MeasuredSchemes:
     """Measure every scheme. With `export_splits`, also write full offload as a bundle, and the layer
-    split at `export_cut_name` when one is given."""
+    split at `export_cut_name` when one is given. With `image_codecs`, full offload also with the
+    image coded as PNG and as JPEG at a few qualities (partitioner.image_offload)."""
     torch.set_num_threads(1)
     bundle = Bundle(agilenn)
     ref = load_reference(agilenn / bundle.manifest.files["checkpoint"])
@@ -156,6 +157,11 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
     by_name = {c.name: c for c in cuts}
     schemes.append(_from_cut("local-large", "local-only", by_name["logits"], input_bytes))
     schemes.append(_from_cut("full-offload", "full-offload", by_name["input"], input_bytes))
+    if image_codecs:
+        from partitioner.image_offload import image_offload_schemes
+
+        reference = torch.nn.Sequential(*ref.modules)
+        schemes.extend(image_offload_schemes(reference, schemes[-1], split))
     # the DeepCOD-like scheme is the variant closest to AgileNN's bit width and coder; the others
     # are points on the accuracy-vs-bytes curve
     if tradeoff:
@@ -225,13 +231,16 @@ def main(argv: list[str] | None = None) -> int:
                              "at, e.g. extractor.3. `agilenn simulate --device D --link L` names the cut it "
                              "chooses for that device and link in its layer-split row (\"best cut for this "
                              "device and link: after 'NAME'\"); without --export-cut no layer split is exported")
+    parser.add_argument("--image-codecs", action="store_true",
+                        help="also full offload with the image coded as PNG and as JPEG at qualities "
+                             "95, 75, 50, 25 (the reference network's accuracy on the decoded images)")
     args = parser.parse_args(argv)
     if args.export_cut is not None and not args.export_splits:
         parser.error("--export-cut names the layer split to export; it needs --export-splits")
     logging.basicConfig(level=logging.WARNING)
     try:
         data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
-                     variants=args.variants, export_cut_name=args.export_cut)
+                     variants=args.variants, export_cut_name=args.export_cut, image_codecs=args.image_codecs)
     except UnknownCutError as exc:
         parser.error(str(exc))
     write_measured(args.out, data)
