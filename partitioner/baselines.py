@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_MODEL = "model.onnx"
 BASELINE_FILE = "baseline.json"
+CHECKPOINT = "checkpoint.pt"  # in the run folder, after every epoch: a stopped run resumes
 
 
 class _Strict(BaseModel):
@@ -168,7 +169,12 @@ def train(config: BaselineConfig, run_dir: Path, dataset: Dataset | None = None)
     generator = torch.Generator().manual_seed(config.seed)
     background = -config.mean / config.std
     run_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(1, spec.epochs + 1):
+    checkpoint = run_dir / CHECKPOINT
+    first_epoch = 1
+    if checkpoint.exists():
+        first_epoch = _resume(checkpoint, config, model, opt, sched, generator) + 1
+        log.info("%s: resuming after epoch %d from %s", config.name, first_epoch - 1, checkpoint)
+    for epoch in range(first_epoch, spec.epochs + 1):
         started = time.time()
         model.train()
         augmented = ((augment(x, config.augment.max_shift_px, config.augment.horizontal_flip, generator, background), y)
@@ -181,8 +187,32 @@ def train(config: BaselineConfig, run_dir: Path, dataset: Dataset | None = None)
                   "seconds": round(time.time() - started, 1)}
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        _save(checkpoint, config, model, opt, sched, generator, epoch)
         log.info("%s %s", config.name, record)
     return model.eval(), dataset
+
+
+def _save(path: Path, config: BaselineConfig, model: nn.Module, opt, sched, generator: torch.Generator,
+          epoch: int) -> None:
+    state = {"config": config.model_dump(mode="json"), "epoch": epoch, "model": model.state_dict(),
+             "optimiser": opt.state_dict(), "scheduler": sched.state_dict(), "generator": generator.get_state()}
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    partial.replace(path)  # a stop mid-write leaves the previous epoch's checkpoint whole
+
+
+def _resume(path: Path, config: BaselineConfig, model: nn.Module, opt, sched, generator: torch.Generator) -> int:
+    """Load a run's last epoch; the epoch it finished. A checkpoint of another config is refused."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = {k: v for k, v in state["config"].items() if k != "threads"}
+    if saved != {k: v for k, v in config.model_dump(mode="json").items() if k != "threads"}:
+        raise ValueError(f"{path} was written by another config of {config.name!r}; "
+                         "delete it or pass another --run-dir")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimiser"])
+    sched.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    return int(state["epoch"])
 
 
 def _check(torch_out: list[np.ndarray], onnx_out: list[np.ndarray], atol: float) -> dict[str, float]:

@@ -62,6 +62,10 @@ class Joint(Optimiser):
     distill_weight: float = Field(0.0, ge=0, description=(
         "weight of a KL term pulling the mixed prediction towards the frozen unsplit reference's"))
     distill_temperature: float = Field(4.0, gt=0, description="softmax temperature of that KL term")
+    remote_init: Literal["fresh", "reference"] = Field("fresh", description=(
+        "how the remote head starts the stage of a fresh run: fresh, or as the trained reference head "
+        "reading only the offloaded channels (networks.remote must then equal networks.reference): a "
+        "warm start that saves joint epochs when each costs many reference epochs"))
 
 
 class Quantizer(_Strict):
@@ -122,6 +126,13 @@ class PartitionConfig(_Strict):
         "working directory, as runs/ is, not to the config file) instead of "
         "pre-training: its extractor and evaluator are kept, parameters whose shape this config changes "
         "start fresh, and only joint_training (and polish) run"))
+
+    @model_validator(mode="after")
+    def _check_remote_init(self) -> "PartitionConfig":
+        if self.joint_training.remote_init == "reference" and self.networks.remote != self.networks.reference:
+            raise ValueError("joint_training.remote_init: reference needs networks.remote to equal "
+                             "networks.reference (the same network and args)")
+        return self
 
     @model_validator(mode="after")
     def _check_polish(self) -> "PartitionConfig":

@@ -29,11 +29,14 @@ def integrated_gradients(evaluator: nn.Module, features: torch.Tensor, labels: t
     weights[0] = weights[-1] = 0.5 / steps
     total = torch.zeros_like(features)
     for alpha, weight in zip(alphas, weights):
-        point = alpha * features
-        if not point.requires_grad:
-            point.requires_grad_(True)
+        if alpha == 0:  # the baseline's gradient does not depend on the features: no second-order graph
+            point, graph = torch.zeros_like(features, requires_grad=True), False
+        else:
+            point, graph = alpha * features, create_graph
+            if not point.requires_grad:
+                point.requires_grad_(True)
         loss = F.cross_entropy(evaluator(point), labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, point, create_graph=create_graph)
+        (grad,) = torch.autograd.grad(loss, point, create_graph=graph)
         total = total + weight * grad
     return (features * total).abs()
 

@@ -78,3 +78,43 @@ class ConvHead(nn.Sequential):
             flat = channels * side * side
         layers += [nn.Dropout(dropout), nn.Linear(flat, num_classes)]
         super().__init__(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: pointwise expand -> depthwise 3x3 (stride) -> linear pointwise project,
+    with a skip when shape allows."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        layers = _conv_bn(in_channels, hidden, 1) if expansion != 1 else []
+        layers += _conv_bn(hidden, hidden, 3, stride=stride, groups=hidden)
+        layers += [nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)]
+        self.block = nn.Sequential(*layers)
+        self.skip = stride == 1 and in_channels == out_channels
+
+    def forward(self, x):
+        return x + self.block(x) if self.skip else self.block(x)
+
+
+@register_network("inverted-residual-net")
+class InvertedResidualNet(nn.Sequential):
+    """A whole MCU-style classifier (MobileNetV2 / MCUNet family): strided 3x3 stem, inverted-residual
+    stages, 1x1 to `head` channels, global average pool, dense.
+
+    `stages` lists [expansion, channels, repeats, stride] as MobileNetV2's table does; the family's
+    members differ only in these numbers (configs/cluttered-baselines/).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, spatial: int = 0, stem: int = 16, stem_stride: int = 2,
+                 stages: tuple[tuple[int, int, int, int], ...] = ((1, 8, 1, 1), (4, 16, 2, 2), (4, 24, 2, 2)),
+                 head: int = 128, dropout: float = 0.1) -> None:
+        layers: list[nn.Module] = [*_conv_bn(in_channels, stem, 3, stride=stem_stride)]
+        channels = stem
+        for expansion, out_channels, repeats, stride in stages:
+            for i in range(repeats):
+                layers.append(InvertedResidual(channels, out_channels, stride if i == 0 else 1, expansion))
+                channels = out_channels
+        layers += [*_conv_bn(channels, head, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                   nn.Linear(head, num_classes)]
+        super().__init__(*layers)

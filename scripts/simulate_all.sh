@@ -18,19 +18,7 @@ fi
 VARIANTS=()
 [[ -d bundles/variants ]] && VARIANTS=(--variants bundles/variants)
 MEASURED=bundles/baselines/measured.json
-# The cut `agilenn simulate` chooses for the layer split on a device and link (its layer-split row names it).
-chosen_cut() {
-  "$PY" - "$@" <<'EOF'
-import sys
-from simulation.compare import load_measured, split_cuts
-from simulation.cuts import choose_cut
-from simulation.profiles import load_device, load_link
-
-measured, device, link = sys.argv[1:]
-cuts = split_cuts(load_measured(measured))
-print(choose_cut(cuts, load_device(device), load_link(link), load_device("host")).cut.name)
-EOF
-}
+chosen_cut() { "$PY" -m simulation.chosen_cut "$@"; }
 # The layer split is exported at the cut chosen for stm32f746-216mhz over wifi-6mbps, read from the
 # measured file already here (extractor.3 in the committed one); EXPORT_CUT=NAME overrides it.
 EXPORT_CUT=${EXPORT_CUT:-}

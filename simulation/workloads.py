@@ -31,9 +31,8 @@ WORKLOADS: dict[str, SimWorkload] = {w.name: w for w in (
                 "scripts/simulate_all.sh, or python -m partitioner.simdata --agilenn bundles/fashion-mnist "
                 "--baselines bundles/baselines --out bundles/baselines/measured.json (needs the train extra)"),
     SimWorkload("cluttered-fashion-mnist", Path("bundles/cluttered-fashion-mnist-baselines/measured.json"),
-                "python -m partitioner.simdata --agilenn BUNDLE --baselines bundles/cluttered-fashion-mnist-baselines "
-                "--out bundles/cluttered-fashion-mnist-baselines/measured.json (needs the train extra and this "
-                "workload's trained bundle and baselines; a scripts/ command for it is yet to come)"),
+                "scripts/cluttered_experiment.sh measure (needs the train extra, bundles/cluttered-fashion-mnist "
+                "and the baselines that scripts/cluttered_experiment.sh trains)"),
 )}
 
 
