@@ -113,3 +113,14 @@ def test_a_remote_head_unlike_the_reference_head_is_refused_at_config_time():
     data["networks"]["remote"]["args"] = {**data["networks"]["remote"]["args"], "dropout": 0.5}
     with pytest.raises(ValueError, match="networks.remote to equal networks.reference"):
         PartitionConfig.model_validate(data)
+
+
+def test_the_patch_extractor_reduces_each_side_by_its_patch_with_long_inner_products():
+    from partitioner.layers import layer_table
+
+    net = build_network("patch-extractor", in_channels=1, out_channels=16, patch=4, multiplier=24)
+    x = torch.zeros(2, 1, 96, 96)
+    assert net(x).shape == (2, 16, 24, 24)
+    rows = layer_table(net, x)
+    assert [r["inner"] for r in rows] == [16, 24]  # 4x4 on one channel, then 24 -> 16 pointwise
+    assert sum(r["macs"] for r in rows) == 16 * 24 * 576 + 24 * 16 * 576
