@@ -197,7 +197,7 @@ class Trainer:
         if self.config.joint_training.remote_init == "reference":
             self.model.remote.load_state_dict(
                 offloaded_head(self.model.evaluator.state_dict(), self.model.remote.state_dict(),
-                               self.config.local_channels))
+                               self.config.local_channels, self.model.feature_shape[0]))
 
     def _save(self, optimiser=None, scheduler=None) -> None:
         state = {
@@ -427,27 +427,20 @@ def _move_input_channels(name: str, new: torch.Tensor, old: torch.Tensor, k_old:
     return out
 
 
-def offloaded_head(reference: dict[str, torch.Tensor], remote: dict[str, torch.Tensor],
-                   local_channels: int) -> dict[str, torch.Tensor]:
+def offloaded_head(reference: dict[str, torch.Tensor], remote: dict[str, torch.Tensor], local_channels: int,
+                   channels: int) -> dict[str, torch.Tensor]:
     """The reference head's weights for a remote head of the same shape that reads only the offloaded
-    channels [k, C): its first weight keeps the columns of those channels (a conv's input channels,
-    or a dense layer's channel-major inputs), every other tensor is copied."""
+    channels [k, C): the reference head is a remote head of the split at k = 0, so its first weight
+    keeps the columns of the channels both read and every other tensor is copied."""
     out = {}
-    first = True
     for name, new in remote.items():
         old = reference[name]
-        if old.shape == new.shape:
-            out[name] = old.clone()
-            continue
-        if not first or old.dim() < 2 or old.shape[0] != new.shape[0] or old.shape[2:] != new.shape[2:]:
+        carried = old.clone() if old.shape == new.shape else _move_input_channels(
+            f"remote.{name}", new, old, 0, local_channels, channels)
+        if carried is None:
             raise ValueError(f"remote head {name}: shape {tuple(new.shape)} cannot come from the reference "
                              f"head's {tuple(old.shape)}")
-        dropped = old.shape[1] - new.shape[1]  # k channels, times the spatial size for a dense layer
-        if dropped <= 0 or dropped % local_channels:
-            raise ValueError(f"remote head {name}: {new.shape[1]} inputs do not follow from the reference "
-                             f"head's {old.shape[1]} less {local_channels} channels")
-        out[name] = old[:, dropped:].clone()
-        first = False
+        out[name] = carried
     return out
 
 

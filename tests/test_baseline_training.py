@@ -96,7 +96,7 @@ def test_a_remote_head_started_from_the_reference_head_is_it_without_the_local_c
         if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
             module.running_var.uniform_(0.5, 2)
-    remote.load_state_dict(offloaded_head(reference.state_dict(), remote.state_dict(), k))
+    remote.load_state_dict(offloaded_head(reference.state_dict(), remote.state_dict(), k, channels))
     features = torch.rand(3, channels, side, side)
     features[:, :k] = 0  # what the remote head does not see
     reference.eval(), remote.eval()
