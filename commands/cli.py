@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("commands.bench", "cloud", "measure the cloud data plane"),
     "certs": ("commands.certs", "cloud", "write a development CA and server and client certificates"),
     "tokens": ("commands.tokens", "cloud", "issue, revoke and list per-device tokens"),
+    "firmware": ("firmware.cli", "firmware", "generate, build, run and check the device front as integer C for MCUs"),
     "simulate": ("simulation.cli", "device", "model every scheme's latency, energy and memory on weak devices and links"),
 }
 

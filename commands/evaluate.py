@@ -40,12 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None, help="dataset name (default: the one the bundle was trained on)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test samples")
     parser.add_argument("--no-skewness", action="store_true", help="skip the torch-based skewness figures")
+    parser.add_argument("--precision", choices=("bundle", "integer"), default="bundle",
+                        help="integer: also measure the firmware's integer-only front against the float front "
+                             "(needs the 'firmware' extra)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     bundle = Bundle(args.bundle)
     dataset_name, split = evaluation_split(bundle, args.dataset, args.limit)
     report = evaluate_bundle(bundle, split)
+    if args.precision == "integer":
+        from firmware.evaluation import evaluate_integer
+
+        report.update({k: v for k, v in evaluate_integer(bundle, split).items() if k != "samples"})
     if not args.no_skewness:
         report.update(_skewness(bundle, split))
     report["dataset"] = dataset_name

@@ -68,7 +68,7 @@ def build_cortex_m7(source_dir: Path, out_dir: Path) -> Build:
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = out_dir / "agilenn_front_m7.elf"
     sources = [source_dir / s for s in FRONT_SOURCES] + [
-        TEMPLATES / s for s in HARNESS_SOURCES + ["platform_m7.c", "startup_m7.c"]]
+        TEMPLATES / s for s in HARNESS_SOURCES + ["platform_m7.c", "startup_m7.c", "icount_m7.S"]]
     _compile([compiler, *WARNINGS, *CORTEX_M7_FLAGS, HOOK, "-DPLATFORM_COUNTS_INSTRUCTIONS=1",
               f"-I{source_dir}", f"-I{TEMPLATES}", *map(str, sources), *CORTEX_M7_LINK,
               f"-T{TEMPLATES / 'mps2_an500.ld'}", f"-Wl,-Map={out_dir / 'agilenn_front_m7.map'}", "-o", str(binary)])

@@ -108,6 +108,7 @@ class _Generator:
         self.layers: list[Layer] = []
         self.arena = _Arena()
         self.scratch = 0
+        self.fused_input = self.fusable_input_map()
 
     def tensor_ref(self, name: str) -> str:
         if name == "input":
@@ -115,6 +116,16 @@ class _Generator:
         if name == self.front.local_logits:
             return "local_logits_out"
         return f"arena + {self.arena.offsets[name]}"
+
+    def fusable_input_map(self) -> InputMap | None:
+        """The input map, when its only reader is a plain convolution that can map pixels as it reads them."""
+        maps = [op for op in self.front.ops if isinstance(op, InputMap)]
+        if not maps:
+            return None
+        readers = [op for op in self.front.ops if op.source == maps[0].target]
+        if len(readers) == 1 and isinstance(readers[0], Conv) and not readers[0].depthwise:
+            return maps[0]
+        return None
 
     def last_uses(self) -> dict[str, int]:
         uses: dict[str, int] = {}
@@ -125,7 +136,8 @@ class _Generator:
     def run(self) -> None:
         last = self.last_uses()
         for index, op in enumerate(self.front.ops):
-            if op.target not in ("input", self.front.local_logits, self.front.indices):
+            fused = self.fused_input is not None and op.target == self.fused_input.target
+            if op.target not in ("input", self.front.local_logits, self.front.indices) and not fused:
                 self.arena.allocate(op.target, self.front.tensors[op.target].size)
             getattr(self, f"emit_{type(op).__name__.lower()}")(op)
             self.calls.append(f"    AGILENN_LAYER_DONE({index});")
@@ -135,30 +147,31 @@ class _Generator:
 
     def requant(self, op: Conv | Dense, ident: str) -> str:
         rq = op.requant
-        total = rq.shift
-        if np.any(total < MIN_TOTAL_SHIFT):
+        if np.any(rq.shift < MIN_TOTAL_SHIFT):
             raise UnsupportedFrontError(
-                f"node {op.name!r}: a requantization multiplier of {2.0 ** -float(total.min()) * 2 ** 31:.3g} "
-                "is >= 0.25, beyond the kernels' single-multiply requantization")
+                f"node {op.name!r}: a requantization multiplier of "
+                f"{float(np.max(rq.multiplier / 2.0 ** rq.shift)):.3g} is >= 0.25, beyond the kernels' "
+                "single-multiply requantization")
+        shift = rq.shift - 32
+        offset = (np.int64(1) << (shift - 1)) + (np.int64(rq.zero_point) << shift)
+        if np.any(offset >= 2 ** 31):
+            raise UnsupportedFrontError(f"node {op.name!r}: its output zero point and shift overflow the "
+                                        "kernels' int32 requantization offset")
         self.model.append(_array("int32_t", f"{ident}_multiplier", rq.multiplier, 8))
-        self.model.append(_array("int8_t", f"{ident}_shift", total - 32, 32))
+        self.model.append(_array("int32_t", f"{ident}_offset", offset, 8,
+                                 comment=f"2^(shift-1) + (zero point {rq.zero_point} << shift)"))
+        self.model.append(_array("int8_t", f"{ident}_shift", shift, 32))
         self.model.append(f"static const agilenn_requant_t {ident}_requant = {{\n    {ident}_multiplier, "
-                          f"{ident}_shift, {rq.zero_point}, {rq.low}, {rq.high}\n}};\n")
+                          f"{ident}_offset, {ident}_shift, {rq.low}, {rq.high}\n}};\n")
         return f"&{ident}_requant"
-
-    def dims(self, op: Conv, ident: str) -> str:
-        c_in, h_in, w_in = self.front.tensors[op.source].shape
-        c_out, h_out, w_out = self.front.tensors[op.target].shape
-        kh, kw = op.weights.shape[2:]
-        self.model.append(
-            f"static const agilenn_conv_dims_t {ident}_dims = {{\n    {h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {c_out}, "
-            f"{kh}, {kw}, {op.stride[0]}, {op.stride[1]}, {op.pads[0]}, {op.pads[1]}\n}};\n")
-        return f"&{ident}_dims"
 
     def emit_inputmap(self, op: InputMap) -> None:
         channels, height, width = self.front.input_shape
         self.model.append(_array("uint8_t", "input_table", op.table,
                                  comment="raw pixel -> first layer input: the normalisation, folded"))
+        if self.fused_input is op:
+            self.layers.append(Layer(op.name, "input_map (in the next layer)", 0))
+            return
         self.calls.append(f"    /* {op.name}: raw pixels -> uint8 input, normalisation folded into a table */\n"
                           f"    agilenn_input_map(input, {self.tensor_ref(op.target)}, input_table, {channels}, "
                           f"{height * width});")
@@ -166,41 +179,44 @@ class _Generator:
 
     def emit_conv(self, op: Conv) -> None:
         ident = c_identifier(op.name)
+        c_in, h_in, w_in = self.front.tensors[op.source].shape
         c_out, h_out, w_out = self.front.tensors[op.target].shape
         kh, kw = op.weights.shape[2:]
         macs = c_out * h_out * w_out * int(np.prod(op.weights.shape[1:]))
         requant = self.requant(op, ident)
-        dims = self.dims(op, ident)
-        source, target = self.tensor_ref(op.source), self.tensor_ref(op.target)
-        shape = f"{kh}x{kw}/{op.stride[0]}, {self.front.tensors[op.source].shape[0]} -> {c_out} channels"
+        target = self.tensor_ref(op.target)
+        geometry = (f"{h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {c_out}, {kh}, {kw}, {op.stride[0]}, {op.stride[1]}, "
+                    f"{op.pads[0]}, {op.pads[1]}")
+        shape = f"{kh}x{kw}/{op.stride[0]}, {c_in} -> {c_out} channels{', padded' if any(op.pads) else ''}"
         if op.depthwise:
             weights = op.weights[:, 0].transpose(1, 2, 0)  # [kh][kw][channels]
             self.model.append(_array("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: depthwise {shape}"))
             self.model.append(_array("int32_t", f"{ident}_bias", op.bias, 8))
-            self.calls.append(f"    /* {op.name}: depthwise convolution {shape} */\n"
-                              f"    agilenn_depthwise_conv({source}, {ident}_weights, {ident}_bias, "
-                              f"{op.input_zero_point}, {requant}, {dims}, {target});")
+            self.scratch = max(self.scratch, 4 * c_in)
+            self.calls.append(
+                f"    /* {op.name}: depthwise convolution {shape} */\n"
+                f"    agilenn_depthwise_conv({self.tensor_ref(op.source)}, {ident}_weights, {ident}_bias, "
+                f"{op.input_zero_point}, {requant}, {h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {kh}, {kw}, "
+                f"{op.stride[0]}, {op.stride[1]}, {op.pads[0]}, {op.pads[1]}, (int32_t *)scratch, {target});")
             self.layers.append(Layer(op.name, "depthwise_conv", macs))
             return
         weights = op.weights.transpose(0, 2, 3, 1)  # [out][kh][kw][in]
         self.model.append(_array("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: {shape}"))
-        if any(op.pads):
-            self.model.append(_array("int32_t", f"{ident}_bias", op.bias, 8))
-            self.calls.append(f"    /* {op.name}: convolution {shape}, padded */\n"
-                              f"    agilenn_conv_padded({source}, {ident}_weights, {ident}_bias, "
-                              f"{op.input_zero_point}, {requant}, {dims}, {target});")
-            self.layers.append(Layer(op.name, "conv", macs))
-            return
+        # Padding holds the zero point (a real zero), so folding it into the bias stays exact.
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.reshape(c_out, -1).astype(np.int64).sum(1)
         self.model.append(_array("int32_t", f"{ident}_bias", folded, 8,
                                  comment=f"bias - input zero point ({op.input_zero_point}) x sum of weights"))
-        pointwise = kh == kw == 1 and op.stride == (1, 1)
-        scratch = 0 if pointwise else 2 * kh * kw * self.front.tensors[op.source].shape[0]
-        self.scratch = max(self.scratch, scratch)
-        self.calls.append(f"    /* {op.name}: {'pointwise ' if pointwise else ''}convolution {shape} */\n"
-                          f"    agilenn_conv_unpadded({source}, {ident}_weights, {ident}_bias, {requant}, {dims}, "
-                          f"scratch, {target});")
-        self.layers.append(Layer(op.name, "pointwise_conv" if pointwise else "conv", macs))
+        fused = self.fused_input is not None and op.source == self.fused_input.target
+        pointwise = kh == kw == 1 and op.stride == (1, 1) and not any(op.pads) and not fused
+        if not pointwise:
+            self.scratch = max(self.scratch, 2 * kh * kw * c_in)
+        source, table = ("input", "input_table") if fused else (self.tensor_ref(op.source), "0")
+        kind = "pointwise_conv" if pointwise else "conv"
+        note = ", reading raw pixels through the normalisation table" if fused else ""
+        self.calls.append(f"    /* {op.name}: {kind.replace('_', ' ')} {shape}{note} */\n"
+                          f"    agilenn_conv({source}, {table}, {ident}_weights, {ident}_bias, {requant}, {geometry}, "
+                          f"{op.input_zero_point}, scratch, {target});")
+        self.layers.append(Layer(op.name, kind, macs))
 
     def emit_dense(self, op: Dense) -> None:
         ident = c_identifier(op.name)
@@ -314,7 +330,7 @@ static uint32_t arena_words[{arena_words}];
 int agilenn_front_run(const uint8_t *input, uint8_t *payload_out, uint32_t *payload_len, uint8_t *local_logits_out)
 {{
     uint8_t *const arena = (uint8_t *)arena_words;
-    uint8_t *const scratch = arena + {arena_words * 4 - scratch}; /* im2col patches ({scratch} bytes) */
+    uint8_t *const scratch = arena + {arena_words * 4 - scratch}; /* im2col patches, accumulators ({scratch} bytes) */
     agilenn_range_encoder_t encoder;
     (void)scratch;
 {body}

@@ -17,10 +17,17 @@ import numpy as np
 from firmware.build import Build, ToolchainError, require_tool
 
 QEMU_MACHINE = "mps2-an500"  # an FPGA image of ARM's MPS2 board with a Cortex-M7
-# Deterministic: one instruction per virtual nanosecond, so runs and instruction counts repeat exactly.
+# Deterministic: one instruction per virtual nanosecond (sleep=off: the clock never follows the host's), so
+# runs and instruction counts repeat exactly.
 QEMU_ARGS = ["-M", QEMU_MACHINE, "-nographic", "-monitor", "none", "-serial", "none", "-semihosting-config",
-             "enable=on,target=native", "-icount", "shift=0"]
+             "enable=on,target=native", "-icount", "shift=0,sleep=off"]
 INPUT_FILE, OUTPUT_FILE = "inputs.bin", "records.bin"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    records: list["Record"]
+    stack_peak_bytes: int  # 0 where the platform does not paint its stack
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class Record:
         return sum(self.layer_instructions)
 
 
-def parse_records(data: bytes, count: int, classes: int, layers: int, counted: bool) -> list[Record]:
+def parse_records(data: bytes, count: int, classes: int, layers: int, counted: bool) -> RunResult:
     records, offset = [], 0
     for index in range(count):
         if offset + 4 + classes > len(data):
@@ -55,7 +62,10 @@ def parse_records(data: bytes, count: int, classes: int, layers: int, counted: b
         if length == 0:
             raise ToolchainError(f"input {index}: the firmware reports a payload that did not fit its buffer")
         records.append(Record(payload, logits, instructions))
-    return records
+    if offset + 4 > len(data):
+        raise ToolchainError("the firmware's output ends before its stack figure")
+    (stack_peak,) = struct.unpack_from("<I", data, offset)
+    return RunResult(records, stack_peak)
 
 
 def _flatten(images: np.ndarray, input_bytes: int) -> bytes:
@@ -65,7 +75,7 @@ def _flatten(images: np.ndarray, input_bytes: int) -> bytes:
     return images.tobytes()
 
 
-def run_host(build: Build, images: np.ndarray, classes: int, layers: int, input_bytes: int) -> list[Record]:
+def run_host(build: Build, images: np.ndarray, classes: int, layers: int, input_bytes: int) -> RunResult:
     result = subprocess.run([str(build.binary)], input=_flatten(images, input_bytes), capture_output=True)
     if result.returncode not in (0, 1):
         raise ToolchainError(f"{build.binary} exited with {result.returncode}: {result.stderr.decode()[-500:]}")
@@ -73,7 +83,7 @@ def run_host(build: Build, images: np.ndarray, classes: int, layers: int, input_
 
 
 def run_cortex_m7(build: Build, images: np.ndarray, classes: int, layers: int, input_bytes: int,
-                  timeout_s: float = 600.0) -> list[Record]:
+                  timeout_s: float = 600.0) -> RunResult:
     """Boot the ELF on QEMU's mps2-an500; the harness reads the inputs and writes its records through
     semihosting files in a scratch folder (QEMU runs there)."""
     qemu = require_tool("qemu-system-arm")
@@ -93,7 +103,7 @@ def run_cortex_m7(build: Build, images: np.ndarray, classes: int, layers: int, i
     return parse_records(data, len(images), classes, layers, counted=True)
 
 
-def run_build(build: Build, images: np.ndarray, classes: int, layers: int) -> list[Record]:
+def run_build(build: Build, images: np.ndarray, classes: int, layers: int) -> RunResult:
     input_bytes = int(np.prod(images.shape[1:]))
     if build.target == "host":
         return run_host(build, images, classes, layers, input_bytes)

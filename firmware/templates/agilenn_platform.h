@@ -12,7 +12,8 @@ int platform_open(void);
 uint32_t platform_read(uint8_t *buffer, uint32_t length); /* bytes read; fewer at the end of the stream */
 void platform_write(const uint8_t *buffer, uint32_t length);
 void platform_close(void);
-uint32_t platform_instructions(void); /* instructions retired so far, modulo 2^32; 0 where not counted */
+uint32_t platform_instructions(void); /* instructions since the previous call; 0 where not counted */
+uint32_t platform_stack_peak(void);       /* bytes of stack used at the peak; 0 where not measured */
 int platform_exit(int status);
 
 /* The front reports each finished step here when built with -DAGILENN_LAYER_DONE=agilenn_harness_layer_done. */

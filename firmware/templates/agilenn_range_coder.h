@@ -26,57 +26,58 @@ typedef struct {
 
 void agilenn_range_encoder_init(agilenn_range_encoder_t *e, uint8_t *out, uint32_t capacity);
 
-/* One symbol of cumulative probability `cumulative` and probability `probability` (units of 2^-24). */
-static inline void agilenn_range_encode(agilenn_range_encoder_t *e, uint32_t cumulative, uint32_t probability);
-
 /* Seals the stream; returns the payload's length in bytes, or 0 if it did not fit `capacity`. */
 uint32_t agilenn_range_encoder_finish(agilenn_range_encoder_t *e);
 
+/* The rare paths, out of line: a finished word, and held words that a later symbol resolves. */
 void agilenn_range_put_word(agilenn_range_encoder_t *e, uint32_t word);
 void agilenn_range_flush_held(agilenn_range_encoder_t *e, int carry);
-
-static inline void agilenn_range_encode(agilenn_range_encoder_t *e, uint32_t cumulative, uint32_t probability)
-{
-    uint64_t step = e->range >> AGILENN_RANGE_PRECISION;
-    uint64_t new_lower = e->lower + step * cumulative;
-    e->range = step * probability;
-    if (e->held != 0 && new_lower + e->range > new_lower) {
-        agilenn_range_flush_held(e, new_lower < e->lower);
-    }
-    e->lower = new_lower;
-    if (e->range < ((uint64_t)1 << 32)) {
-        uint32_t top = (uint32_t)(e->lower >> 32);
-        e->range <<= 32;
-        e->lower <<= 32;
-        if (e->held != 0) {
-            e->held++;
-        } else if (e->lower + e->range > e->lower) {
-            agilenn_range_put_word(e, top);
-        } else {
-            e->held = 1;
-            e->held_first = top;
-        }
-    }
-}
 
 /*
  * The payload of channels [start, start + count) of an HWC feature tensor: each uint8 feature becomes its
  * nearest-centroid index through `table`, coded in channel-major order (the order of range-v1) with the
- * channel's cumulative table (levels + 1 entries per channel).
+ * channel's cumulative table (levels + 1 entries per channel). The coder's state stays in registers.
  */
 static inline void agilenn_quantize_encode(const uint8_t *features, int32_t channels, int32_t start, int32_t count,
                                            int32_t pixels, const uint8_t *table, const uint32_t *cumulative,
                                            int32_t levels, agilenn_range_encoder_t *e)
 {
+    uint64_t lower = e->lower, range = e->range;
+    uint32_t held = e->held;
     int32_t c, p;
     for (c = 0; c < count; c++) {
         const uint32_t *cdf = cumulative + c * (levels + 1);
         const uint8_t *src = features + start + c;
         for (p = 0; p < pixels; p++) {
             uint32_t symbol = table[src[p * channels]];
-            agilenn_range_encode(e, cdf[symbol], cdf[symbol + 1] - cdf[symbol]);
+            uint32_t below = cdf[symbol];
+            uint64_t step = range >> AGILENN_RANGE_PRECISION;
+            uint64_t new_lower = below != 0 ? lower + step * below : lower;
+            range = step * (cdf[symbol + 1] - below);
+            if (held != 0 && new_lower + range > new_lower) {
+                e->held = held;
+                agilenn_range_flush_held(e, new_lower < lower);
+                held = 0;
+            }
+            lower = new_lower;
+            if ((range >> 32) == 0) {
+                uint32_t top = (uint32_t)(lower >> 32);
+                range <<= 32;
+                lower <<= 32;
+                if (held != 0) {
+                    held++;
+                } else if (lower + range > lower) {
+                    agilenn_range_put_word(e, top);
+                } else {
+                    held = 1;
+                    e->held_first = top;
+                }
+            }
         }
     }
+    e->lower = lower;
+    e->range = range;
+    e->held = held;
 }
 
 #endif /* AGILENN_RANGE_CODER_H */

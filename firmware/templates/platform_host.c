@@ -28,6 +28,11 @@ uint32_t platform_instructions(void)
     return 0;
 }
 
+uint32_t platform_stack_peak(void)
+{
+    return 0;
+}
+
 int platform_exit(int status)
 {
     return status;
