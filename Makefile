@@ -1,6 +1,7 @@
 # make test: set up .venv from scratch when needed, fetch the dataset, run the tests.
 # make test-device: the same tests in .venv-device, a device install (no torch, no Ray).
 # make test-cluster: a two-node Ray cluster in network namespaces on this machine (root), a node killed.
+# make test-firmware: the device front as integer C, bit-exact on the host and on QEMU's Cortex-M7.
 # make demo: the whole system on the embedded default (local Ray, bundled model, Fashion-MNIST).
 VENV   ?= .venv
 PYTHON ?= python3
@@ -12,7 +13,7 @@ DEVICE_STAMP := $(DEVICE_VENV)/.agilenn-installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup data test test-device test-slow test-cluster demo bench evaluate clean
+.PHONY: setup data firmware-tools test test-device test-slow test-cluster test-firmware demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -20,11 +21,15 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[device,cloud,train,sim,dev]'
+	$(PY) -m pip install -q -e '.[device,cloud,train,sim,dev,firmware]'
 	touch $(STAMP)
 
 data:
 	bash scripts/ensure_dataset.sh
+
+# The Cortex-M7 cross compiler, newlib and QEMU (Debian packages); installed when missing and root.
+firmware-tools:
+	bash scripts/ensure_firmware_tools.sh
 
 test: $(STAMP) data
 	$(VENV)/bin/lint-imports --no-cache
@@ -47,6 +52,10 @@ test-slow: $(STAMP) data
 # Skips (and passes) when not root or without `ip`; -s shows the failover report (JSON).
 test-cluster: $(STAMP)
 	$(PY) -m pytest -q -s -m multinode tests/test_multinode_cluster.py
+
+# The firmware tests: generation, host builds over whole test splits, Cortex-M7 builds under QEMU.
+test-firmware: $(STAMP) data firmware-tools
+	$(PY) -m pytest -q -m firmware tests/test_firmware.py
 
 demo: $(STAMP) data
 	$(VENV)/bin/agilenn demo

@@ -18,25 +18,30 @@ import numpy as np
 
 from agilenn.bundle import Bundle
 from firmware import checks
-from firmware.build import build
-from firmware.codegen import generate
+from firmware.build import ToolchainError, build
+from firmware.codegen import FrontTooLargeError, generate
+from firmware.integer_front import UnsupportedFrontError
 from firmware.run import run_build
 from firmware.targets import TARGETS, target_named
+
+
+class SourceError(ValueError):
+    """A source file of inputs that the front cannot take."""
 
 
 def _load_source(path: Path, shape: tuple[int, int, int], limit: int | None) -> np.ndarray:
     """Raw images from a .npy file: (N, C, H, W), (N, H, W), (C, H, W) or (H, W); uint8 or floats 0..255."""
     if not path.exists():
-        raise FileNotFoundError(f"source {path} does not exist")
+        raise SourceError(f"source {path} does not exist")
     array = np.load(path, allow_pickle=False)
     if array.shape == shape or array.shape == shape[1:]:
         array = array[None]
     array = array.reshape(len(array), *shape) if array.shape[1:] in (shape, shape[1:]) else array
     if array.shape[1:] != shape:
-        raise ValueError(f"{path}: arrays shaped {array.shape}, the bundle takes samples shaped {shape}")
+        raise SourceError(f"{path}: arrays shaped {array.shape}, the bundle takes samples shaped {shape}")
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255 or not np.all(array == np.round(array))):
-            raise ValueError(f"{path}: values must be whole pixel levels 0..255")
+            raise SourceError(f"{path}: values must be whole pixel levels 0..255")
         array = array.astype(np.uint8)
     return array[:limit]
 
@@ -120,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     check_parser.set_defaults(handler=_check)
 
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (SourceError, UnsupportedFrontError, FrontTooLargeError, ToolchainError) as exc:
+        print(f"agilenn firmware {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
