@@ -67,6 +67,15 @@ def _array(c_type: str, name: str, values: np.ndarray, per_line: int = 16, comme
     return head + f"static const {c_type} {name}[{len(flat)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
 
 
+def extend_rows(rows: np.ndarray) -> np.ndarray:
+    """int8 rows as the kernels' extended int16 rows: zero-padded to a multiple of 4, each group of four as
+    (x0, x2, x1, x3), the order in which SXTB16 and its rotated form deliver them to SMLAD."""
+    count, length = rows.shape
+    padded = np.zeros((count, (length + 3) // 4 * 4), dtype=np.int16)
+    padded[:, :length] = rows
+    return padded.reshape(count, -1, 4)[:, :, [0, 2, 1, 3]].reshape(count, -1)
+
+
 class _Arena:
     """Offsets for tensors with known lifetimes: first fit among the live blocks."""
 
@@ -145,7 +154,8 @@ class _Generator:
                 if final == index:
                     self.arena.release(name)
 
-    def requant(self, op: Conv | Dense, ident: str) -> str:
+    def channels(self, op: Conv | Dense, ident: str, bias: np.ndarray) -> str:
+        """The per-channel array (bias, multiplier, offset, shift) of a layer, and its clamp as C arguments."""
         rq = op.requant
         if np.any(rq.shift < MIN_TOTAL_SHIFT):
             raise UnsupportedFrontError(
@@ -154,16 +164,15 @@ class _Generator:
                 "single-multiply requantization")
         shift = rq.shift - 32
         offset = (np.int64(1) << (shift - 1)) + (np.int64(rq.zero_point) << shift)
-        if np.any(offset >= 2 ** 31):
-            raise UnsupportedFrontError(f"node {op.name!r}: its output zero point and shift overflow the "
-                                        "kernels' int32 requantization offset")
-        self.model.append(_array("int32_t", f"{ident}_multiplier", rq.multiplier, 8))
-        self.model.append(_array("int32_t", f"{ident}_offset", offset, 8,
-                                 comment=f"2^(shift-1) + (zero point {rq.zero_point} << shift)"))
-        self.model.append(_array("int8_t", f"{ident}_shift", shift, 32))
-        self.model.append(f"static const agilenn_requant_t {ident}_requant = {{\n    {ident}_multiplier, "
-                          f"{ident}_offset, {ident}_shift, {rq.low}, {rq.high}\n}};\n")
-        return f"&{ident}_requant"
+        if np.any(offset >= 2 ** 31) or np.any(np.abs(bias) >= 2 ** 31):
+            raise UnsupportedFrontError(f"node {op.name!r}: its bias, or its output zero point and shift, "
+                                        "overflow the kernels' int32 requantization")
+        rows = ",\n    ".join(f"{{{int(b)}, {int(m)}, {int(o)}, {int(h)}}}"
+                              for b, m, o, h in zip(bias, rq.multiplier, offset, shift))
+        self.model.append(f"/* {op.name}: per output channel {{bias, multiplier, offset, shift}}; output zero point "
+                          f"{rq.zero_point} */\nstatic const agilenn_channel_t {ident}_channels[{len(bias)}] = {{\n"
+                          f"    {rows}\n}};\n")
+        return f"{ident}_channels, {rq.low}, {rq.high}"
 
     def emit_inputmap(self, op: InputMap) -> None:
         channels, height, width = self.front.input_shape
@@ -183,7 +192,6 @@ class _Generator:
         c_out, h_out, w_out = self.front.tensors[op.target].shape
         kh, kw = op.weights.shape[2:]
         macs = c_out * h_out * w_out * int(np.prod(op.weights.shape[1:]))
-        requant = self.requant(op, ident)
         target = self.tensor_ref(op.target)
         geometry = (f"{h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {c_out}, {kh}, {kw}, {op.stride[0]}, {op.stride[1]}, "
                     f"{op.pads[0]}, {op.pads[1]}")
@@ -191,30 +199,29 @@ class _Generator:
         if op.depthwise:
             weights = op.weights[:, 0].transpose(1, 2, 0)  # [kh][kw][channels]
             self.model.append(_array("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: depthwise {shape}"))
-            self.model.append(_array("int32_t", f"{ident}_bias", op.bias, 8))
+            channels = self.channels(op, ident, op.bias)
             self.scratch = max(self.scratch, 4 * c_in)
             self.calls.append(
                 f"    /* {op.name}: depthwise convolution {shape} */\n"
-                f"    agilenn_depthwise_conv({self.tensor_ref(op.source)}, {ident}_weights, {ident}_bias, "
-                f"{op.input_zero_point}, {requant}, {h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {kh}, {kw}, "
+                f"    agilenn_depthwise_conv({self.tensor_ref(op.source)}, {ident}_weights, {channels}, "
+                f"{op.input_zero_point}, {h_in}, {w_in}, {c_in}, {h_out}, {w_out}, {kh}, {kw}, "
                 f"{op.stride[0]}, {op.stride[1]}, {op.pads[0]}, {op.pads[1]}, (int32_t *)scratch, {target});")
             self.layers.append(Layer(op.name, "depthwise_conv", macs))
             return
         weights = op.weights.transpose(0, 2, 3, 1)  # [out][kh][kw][in]
-        self.model.append(_array("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: {shape}"))
+        self.model.append(_array("int16_t", f"{ident}_weights", extend_rows(weights.reshape(c_out, -1)),
+                                 comment=f"{op.name}: {shape}; rows of [kh][kw][in], extended (x0, x2, x1, x3)"))
         # Padding holds the zero point (a real zero), so folding it into the bias stays exact.
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.reshape(c_out, -1).astype(np.int64).sum(1)
-        self.model.append(_array("int32_t", f"{ident}_bias", folded, 8,
-                                 comment=f"bias - input zero point ({op.input_zero_point}) x sum of weights"))
+        channels = self.channels(op, ident, folded)
         fused = self.fused_input is not None and op.source == self.fused_input.target
         pointwise = kh == kw == 1 and op.stride == (1, 1) and not any(op.pads) and not fused
-        if not pointwise:
-            self.scratch = max(self.scratch, 2 * kh * kw * c_in)
+        self.scratch = max(self.scratch, 12 * ((kh * kw * c_in + 3) // 4 * 4))  # AGILENN_CONV_SCRATCH_BYTES
         source, table = ("input", "input_table") if fused else (self.tensor_ref(op.source), "0")
         kind = "pointwise_conv" if pointwise else "conv"
         note = ", reading raw pixels through the normalisation table" if fused else ""
         self.calls.append(f"    /* {op.name}: {kind.replace('_', ' ')} {shape}{note} */\n"
-                          f"    agilenn_conv({source}, {table}, {ident}_weights, {ident}_bias, {requant}, {geometry}, "
+                          f"    agilenn_conv({source}, {table}, {ident}_weights, {channels}, {geometry}, "
                           f"{op.input_zero_point}, scratch, {target});")
         self.layers.append(Layer(op.name, kind, macs))
 
@@ -225,14 +232,13 @@ class _Generator:
         # The input is HWC in the arena; ONNX flattens it CHW: reorder the weights' columns to match.
         weights = op.weights.reshape(c_out, channels, height, width).transpose(0, 2, 3, 1).reshape(c_out, -1)
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.astype(np.int64).sum(1)
-        requant = self.requant(op, ident)
         self.model.append(_array("int8_t", f"{ident}_weights", weights,
                                  comment=f"{op.name}: dense {weights.shape[1]} -> {c_out}, inputs in HWC order"))
-        self.model.append(_array("int32_t", f"{ident}_bias", folded, 8,
-                                 comment=f"bias - input zero point ({op.input_zero_point}) x sum of weights"))
-        self.calls.append(f"    /* {op.name}: dense {weights.shape[1]} -> {c_out} */\n"
+        channels = self.channels(op, ident, folded)
+        self.calls.append(f"    /* {op.name}: dense {weights.shape[1]} -> {c_out}; bias - input zero point "
+                          f"({op.input_zero_point}) x sum of weights */\n"
                           f"    agilenn_vec_mat_mult({self.tensor_ref(op.source)}, {ident}_weights, {weights.shape[1]}, "
-                          f"{c_out}, {ident}_bias, {requant}, {self.tensor_ref(op.target)});")
+                          f"{c_out}, {channels}, {self.tensor_ref(op.target)});")
         self.layers.append(Layer(op.name, "dense", int(op.weights.size)))
 
     def emit_channelslice(self, op: ChannelSlice) -> None:
@@ -348,7 +354,7 @@ def _model(front: IntegerFront, arrays: list[str]) -> str:
 
 def _constant_bytes(arrays: list[str]) -> int:
     """Bytes of the const arrays, from their declarations."""
-    sizes = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "uint32_t": 4}
+    sizes = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4, "agilenn_channel_t": 16}
     return sum(sizes[t] * int(n) for t, n in re.findall(r"static const (\w+) \w+\[(\d+)\]", "\n".join(arrays)))
 
 

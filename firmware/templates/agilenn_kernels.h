@@ -62,112 +62,160 @@ AGILENN_INLINE uint32_t agilenn_read_u32(const void *p)
 #endif
 
 /*
- * Per-channel requantization of one layer. `offset` holds the rounding term and the zero point,
- * 2^(shift-1) + (zero_point << shift), so that one multiply-accumulate and one shift do it all:
- * out = (hi32(acc * M) + offset) >> shift, then clamped to [low, high] (a ReLU or ReLU6 in uint8).
+ * One output channel: its bias (input zero point folded in where the kernel reads raw inputs) and its
+ * requantization. `offset` holds the rounding term and the zero point, 2^(shift-1) + (zero_point << shift),
+ * so that one multiply-accumulate and one shift do it all: out = (hi32(acc * M) + offset) >> shift, then
+ * clamped to [low, high] (0..255, or narrower for a ReLU6 on a wider scale). One struct per channel keeps
+ * the four numbers behind one pointer.
  */
 typedef struct {
-    const int32_t *multiplier;
-    const int32_t *offset;
-    const int8_t *shift;
-    int32_t low;
-    int32_t high;
-} agilenn_requant_t;
+    int32_t bias;
+    int32_t multiplier;
+    int32_t offset;
+    int32_t shift;
+} agilenn_channel_t;
 
-AGILENN_INLINE uint8_t agilenn_requantize(int32_t acc, const agilenn_requant_t *q, int32_t channel)
+AGILENN_INLINE uint8_t agilenn_requantize(int32_t acc, const agilenn_channel_t *channel, int32_t low, int32_t high)
 {
     int32_t value;
 #if AGILENN_DSP
-    __asm__("smmla %0, %1, %2, %3" : "=r"(value) : "r"(acc), "r"(q->multiplier[channel]), "r"(q->offset[channel]));
-    value >>= q->shift[channel];
+    __asm__("smmla %0, %1, %2, %3" : "=r"(value) : "r"(acc), "r"(channel->multiplier), "r"(channel->offset));
+    value >>= channel->shift;
     value = (int32_t)__usat(value, 8);
 #else
-    value = ((int32_t)(((int64_t)acc * q->multiplier[channel]) >> 32) + q->offset[channel]) >> q->shift[channel];
+    value = ((int32_t)(((int64_t)acc * channel->multiplier) >> 32) + channel->offset) >> channel->shift;
     value = value < 0 ? 0 : (value > 255 ? 255 : value);
 #endif
-    if (q->low > 0 && value < q->low) {
-        value = q->low;
+    if (low > 0 && value < low) {
+        value = low;
     }
-    if (q->high < 255 && value > q->high) {
-        value = q->high;
+    if (high < 255 && value > high) {
+        value = high;
     }
     return (uint8_t)value;
 }
 
 /*
- * Two input rows times every weight row: out_r[c] = requant(bias[c] + sum_k a_r[k] * w[c * k_len + k]).
- * The rows are pixels (a pointwise convolution) or im2col patches; outputs are HWC channel vectors.
+ * Operands of the convolution kernels are "extended": int16 values in the order SXTB16/UXTB16 produce
+ * them, each group of four k as (x0, x2, x1, x3), so that one 32-bit word feeds one SMLAD. A row of
+ * k_len bytes extends to 4 * ceil(k_len / 4) halfwords; the tail is zero. The generator stores the
+ * weights of convolutions extended already (flash holds int16); inputs are extended once per pixel.
  */
-AGILENN_INLINE void agilenn_mat_mult_2rows(const uint8_t *a0, const uint8_t *a1, const int8_t *w, int32_t k_len,
-                                           int32_t channels, const int32_t *bias, const agilenn_requant_t *q,
-                                           uint8_t *out0, uint8_t *out1)
+AGILENN_INLINE int32_t agilenn_extended_len(int32_t k_len)
 {
-    const int8_t *row = w; /* weight row c, advanced by steps (no c * k_len to overflow) */
-    const int32_t paired = AGILENN_DSP ? channels - channels % 2 : 0;
-    int32_t c;
+    return (k_len + 3) / 4 * 4;
+}
+
+AGILENN_INLINE void agilenn_extend(const uint8_t *bytes, int32_t k_len, int16_t *out)
+{
+    int32_t k = 0;
 #if AGILENN_DSP
-    for (c = 0; c < paired; c += 2) {
-        const int8_t *w0 = row;
-        const int8_t *w1 = w0 + k_len;
-        int32_t s00 = bias[c], s01 = bias[c + 1], s10 = bias[c], s11 = bias[c + 1];
-        int32_t k = 0;
-        row += 2 * k_len;
-        for (; k + 4 <= k_len; k += 4) {
-            uint32_t x0 = agilenn_read_u32(a0 + k), x1 = agilenn_read_u32(a1 + k);
-            uint32_t y0 = agilenn_read_u32(w0 + k), y1 = agilenn_read_u32(w1 + k);
-            uint32_t x0e = __uxtb16(x0), x0o = agilenn_uxtb16_odd(x0);
-            uint32_t x1e = __uxtb16(x1), x1o = agilenn_uxtb16_odd(x1);
-            uint32_t y0e = __sxtb16(y0), y0o = agilenn_sxtb16_odd(y0);
-            uint32_t y1e = __sxtb16(y1), y1o = agilenn_sxtb16_odd(y1);
-            s00 = __smlad(x0e, y0e, s00);
-            s00 = __smlad(x0o, y0o, s00);
-            s01 = __smlad(x0e, y1e, s01);
-            s01 = __smlad(x0o, y1o, s01);
-            s10 = __smlad(x1e, y0e, s10);
-            s10 = __smlad(x1o, y0o, s10);
-            s11 = __smlad(x1e, y1e, s11);
-            s11 = __smlad(x1o, y1o, s11);
-        }
-        for (; k < k_len; k++) {
-            s00 += a0[k] * w0[k];
-            s01 += a0[k] * w1[k];
-            s10 += a1[k] * w0[k];
-            s11 += a1[k] * w1[k];
-        }
-        out0[c] = agilenn_requantize(s00, q, c);
-        out0[c + 1] = agilenn_requantize(s01, q, c + 1);
-        out1[c] = agilenn_requantize(s10, q, c);
-        out1[c + 1] = agilenn_requantize(s11, q, c + 1);
+    for (; k + 4 <= k_len; k += 4) {
+        uint32_t word = agilenn_read_u32(bytes + k);
+        uint32_t even = __uxtb16(word), odd = agilenn_uxtb16_odd(word);
+        memcpy(out + k, &even, 4);
+        memcpy(out + k + 2, &odd, 4);
     }
 #endif
-    for (c = paired; c < channels; c++) {
-        const int8_t *wc = row;
-        int32_t s0 = bias[c], s1 = bias[c];
-        int32_t k;
-        row += k_len;
-        for (k = 0; k < k_len; k++) {
-            s0 += a0[k] * wc[k];
-            s1 += a1[k] * wc[k];
+    for (; k < agilenn_extended_len(k_len); k += 4) {
+        int32_t i;
+        for (i = 0; i < 4; i++) {
+            /* position of byte k+i in the group: 0 -> 0, 1 -> 2, 2 -> 1, 3 -> 3 */
+            out[k + (i == 1 ? 2 : (i == 2 ? 1 : i))] = (int16_t)(k + i < k_len ? bytes[k + i] : 0);
         }
-        out0[c] = agilenn_requantize(s0, q, c);
-        out1[c] = agilenn_requantize(s1, q, c);
+    }
+}
+
+/*
+ * Four extended input rows times every extended weight row, two weight rows at a time:
+ * out_r[c] = requant(bias_c + a_r . w_c) for four pixels (or im2col patches) at once. Each weight word
+ * feeds four SMLADs and each channel's requantization four outputs. The rows a_r lie `length` halfwords
+ * apart from `a`; outputs are HWC channel vectors.
+ */
+AGILENN_INLINE void agilenn_mat_mult_4rows(const int16_t *a, const int16_t *w, int32_t k_len, int32_t channels,
+                                           const agilenn_channel_t *ch, int32_t low, int32_t high,
+                                           uint8_t *out0, uint8_t *out1, uint8_t *out2, uint8_t *out3)
+{
+    const int32_t length = agilenn_extended_len(k_len);
+    const int16_t *a1 = a + length, *a2 = a1 + length, *a3 = a2 + length;
+    const int16_t *row = w; /* weight row c, advanced by steps (no c * length to overflow) */
+    const int32_t paired = channels - channels % 2;
+    int32_t c;
+    for (c = 0; c < paired; c += 2, ch += 2) {
+        const int16_t *w0 = row;
+        const int16_t *w1 = row + length;
+        int32_t s00 = ch[0].bias, s10 = s00, s20 = s00, s30 = s00;
+        int32_t s01 = ch[1].bias, s11 = s01, s21 = s01, s31 = s01;
+        int32_t k;
+        row += 2 * length;
+#if AGILENN_DSP
+        for (k = 0; k < length; k += 2) {
+            uint32_t y0 = agilenn_read_u32(w0 + k), y1 = agilenn_read_u32(w1 + k);
+            uint32_t x = agilenn_read_u32(a + k);
+            s00 = __smlad(x, y0, s00);
+            s01 = __smlad(x, y1, s01);
+            x = agilenn_read_u32(a1 + k);
+            s10 = __smlad(x, y0, s10);
+            s11 = __smlad(x, y1, s11);
+            x = agilenn_read_u32(a2 + k);
+            s20 = __smlad(x, y0, s20);
+            s21 = __smlad(x, y1, s21);
+            x = agilenn_read_u32(a3 + k);
+            s30 = __smlad(x, y0, s30);
+            s31 = __smlad(x, y1, s31);
+        }
+#else
+        for (k = 0; k < length; k++) {
+            s00 += a[k] * w0[k];
+            s01 += a[k] * w1[k];
+            s10 += a1[k] * w0[k];
+            s11 += a1[k] * w1[k];
+            s20 += a2[k] * w0[k];
+            s21 += a2[k] * w1[k];
+            s30 += a3[k] * w0[k];
+            s31 += a3[k] * w1[k];
+        }
+#endif
+        out0[c] = agilenn_requantize(s00, &ch[0], low, high);
+        out1[c] = agilenn_requantize(s10, &ch[0], low, high);
+        out2[c] = agilenn_requantize(s20, &ch[0], low, high);
+        out3[c] = agilenn_requantize(s30, &ch[0], low, high);
+        out0[c + 1] = agilenn_requantize(s01, &ch[1], low, high);
+        out1[c + 1] = agilenn_requantize(s11, &ch[1], low, high);
+        out2[c + 1] = agilenn_requantize(s21, &ch[1], low, high);
+        out3[c + 1] = agilenn_requantize(s31, &ch[1], low, high);
+    }
+    for (c = paired; c < channels; c++, ch++) {
+        int32_t s0 = ch->bias, s1 = ch->bias, s2 = ch->bias, s3 = ch->bias;
+        int32_t k;
+        for (k = 0; k < length; k++) {
+            s0 += a[k] * row[k];
+            s1 += a1[k] * row[k];
+            s2 += a2[k] * row[k];
+            s3 += a3[k] * row[k];
+        }
+        out0[c] = agilenn_requantize(s0, ch, low, high);
+        out1[c] = agilenn_requantize(s1, ch, low, high);
+        out2[c] = agilenn_requantize(s2, ch, low, high);
+        out3[c] = agilenn_requantize(s3, ch, low, high);
+        row += length;
     }
 }
 
 /* One input row times every weight row (a dense layer); four weight rows share each input word. */
 AGILENN_INLINE void agilenn_vec_mat_mult(const uint8_t *a, const int8_t *w, int32_t k_len, int32_t channels,
-                                         const int32_t *bias, const agilenn_requant_t *q, uint8_t *out)
+                                         const agilenn_channel_t *ch, int32_t low, int32_t high, uint8_t *out)
 {
     const int8_t *row = w; /* weight row c, advanced by steps (no c * k_len to overflow) */
     const int32_t grouped = AGILENN_DSP ? channels - channels % 4 : 0;
     int32_t c;
 #if AGILENN_DSP
-    for (c = 0; c < grouped; c += 4) {
+    for (c = 0; c < grouped; c += 4, ch += 4) {
         const int8_t *w0 = row;
         const int8_t *w1 = w0 + k_len;
         const int8_t *w2 = w1 + k_len;
         const int8_t *w3 = w2 + k_len;
-        int32_t s0 = bias[c], s1 = bias[c + 1], s2 = bias[c + 2], s3 = bias[c + 3];
+        int32_t s0 = ch[0].bias, s1 = ch[1].bias, s2 = ch[2].bias, s3 = ch[3].bias;
         int32_t k = 0;
         row += 4 * k_len;
         for (; k + 4 <= k_len; k += 4) {
@@ -190,21 +238,21 @@ AGILENN_INLINE void agilenn_vec_mat_mult(const uint8_t *a, const int8_t *w, int3
             s2 += a[k] * w2[k];
             s3 += a[k] * w3[k];
         }
-        out[c] = agilenn_requantize(s0, q, c);
-        out[c + 1] = agilenn_requantize(s1, q, c + 1);
-        out[c + 2] = agilenn_requantize(s2, q, c + 2);
-        out[c + 3] = agilenn_requantize(s3, q, c + 3);
+        out[c] = agilenn_requantize(s0, &ch[0], low, high);
+        out[c + 1] = agilenn_requantize(s1, &ch[1], low, high);
+        out[c + 2] = agilenn_requantize(s2, &ch[2], low, high);
+        out[c + 3] = agilenn_requantize(s3, &ch[3], low, high);
     }
 #endif
-    for (c = grouped; c < channels; c++) {
+    for (c = grouped; c < channels; c++, ch++) {
         const int8_t *wc = row;
-        int32_t s = bias[c];
+        int32_t s = ch->bias;
         int32_t k;
         row += k_len;
         for (k = 0; k < k_len; k++) {
             s += a[k] * wc[k];
         }
-        out[c] = agilenn_requantize(s, q, c);
+        out[c] = agilenn_requantize(s, ch, low, high);
     }
 }
 
@@ -248,49 +296,56 @@ AGILENN_INLINE void agilenn_im2col(const uint8_t *in, const uint8_t *table, int3
     }
 }
 
-/* Bytes of the im2col scratch `agilenn_conv` needs: two patches. */
-#define AGILENN_CONV_SCRATCH_BYTES(kh, kw, cin) (2 * (kh) * (kw) * (cin))
+/* Bytes of scratch `agilenn_conv` needs: four byte patches and their four extended copies. */
+#define AGILENN_CONV_SCRATCH_BYTES(patch) (12 * (((patch) + 3) / 4 * 4))
 
 /*
- * A convolution with groups = 1 as im2col and matrix products over pairs of output pixels; weights are
- * [out][kh][kw][in] and the bias has the input zero point folded in. A pointwise convolution with stride 1
- * and no table reads its pixels in place (no copy).
+ * A convolution with groups = 1 as im2col and matrix products over four output pixels at a time; weights
+ * are extended rows of [kh][kw][in] and the bias has the input zero point folded in. A pointwise
+ * convolution with stride 1 extends its pixels in place (no byte copy). With a table, the input is raw
+ * CHW pixels mapped through it as im2col reads them (the normalisation, fused).
  */
-AGILENN_INLINE void agilenn_conv(const uint8_t *in, const uint8_t *table, const int8_t *w, const int32_t *bias,
-                                 const agilenn_requant_t *q, int32_t in_height, int32_t in_width, int32_t in_channels,
-                                 int32_t out_height, int32_t out_width, int32_t out_channels, int32_t kernel_height,
-                                 int32_t kernel_width, int32_t stride_height, int32_t stride_width, int32_t pad_top,
-                                 int32_t pad_left, uint8_t zero_point, uint8_t *scratch, uint8_t *out)
+AGILENN_INLINE void agilenn_conv(const uint8_t *in, const uint8_t *table, const int16_t *w,
+                                 const agilenn_channel_t *ch, int32_t low, int32_t high, int32_t in_height,
+                                 int32_t in_width, int32_t in_channels, int32_t out_height, int32_t out_width,
+                                 int32_t out_channels, int32_t kernel_height, int32_t kernel_width,
+                                 int32_t stride_height, int32_t stride_width, int32_t pad_top, int32_t pad_left,
+                                 uint8_t zero_point, uint8_t *scratch, uint8_t *out)
 {
     const int32_t patch = kernel_height * kernel_width * in_channels;
+    const int32_t length = agilenn_extended_len(patch);
     const int in_place = table == 0 && kernel_height == 1 && kernel_width == 1 && stride_height == 1
                          && stride_width == 1 && pad_top == 0 && pad_left == 0;
-    int32_t oy, ox;
-    const uint8_t *pending = 0;
-    uint8_t *pending_out = 0;
+    int16_t *extended = (int16_t *)(void *)(scratch + 4 * length); /* four rows of `length` halfwords */
+    uint8_t *outs[4];
+    int32_t oy, ox, filled = 0;
     for (oy = 0; oy < out_height; oy++) {
         for (ox = 0; ox < out_width; ox++) {
-            const uint8_t *row;
-            uint8_t *dst = out + (oy * out_width + ox) * out_channels;
+            const uint8_t *bytes;
             if (in_place) {
-                row = in + (oy * in_width + ox) * in_channels;
+                bytes = in + (oy * in_width + ox) * in_channels;
             } else {
-                uint8_t *buffer = scratch + (pending != 0 ? patch : 0);
+                uint8_t *buffer = scratch + filled * length;
                 agilenn_im2col(in, table, in_height, in_width, in_channels, kernel_height, kernel_width,
                                oy * stride_height - pad_top, ox * stride_width - pad_left, zero_point, buffer);
-                row = buffer;
+                bytes = buffer;
             }
-            if (pending == 0) {
-                pending = row;
-                pending_out = dst;
-            } else {
-                agilenn_mat_mult_2rows(pending, row, w, patch, out_channels, bias, q, pending_out, dst);
-                pending = 0;
+            agilenn_extend(bytes, patch, extended + filled * length);
+            outs[filled++] = out + (oy * out_width + ox) * out_channels;
+            if (filled == 4) {
+                agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, outs[0], outs[1], outs[2],
+                                       outs[3]);
+                filled = 0;
             }
         }
     }
-    if (pending != 0) {
-        agilenn_vec_mat_mult(pending, w, patch, out_channels, bias, q, pending_out);
+    if (filled != 0) { /* the last pixels: repeat the last one to fill the block; it is written twice */
+        int32_t r;
+        for (r = filled; r < 4; r++) {
+            memcpy(extended + r * length, extended + (filled - 1) * length, (size_t)length * sizeof(int16_t));
+            outs[r] = outs[filled - 1];
+        }
+        agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, outs[0], outs[1], outs[2], outs[3]);
     }
 }
 
@@ -299,8 +354,8 @@ AGILENN_INLINE void agilenn_conv(const uint8_t *in, const uint8_t *table, const 
  * accumulators of one pixel's channels live in `acc` (channels int32), so the inner loop runs over
  * contiguous channels of input and weights.
  */
-AGILENN_INLINE void agilenn_depthwise_conv(const uint8_t *in, const int8_t *w, const int32_t *bias,
-                                           int32_t in_zero_point, const agilenn_requant_t *q, int32_t in_height,
+AGILENN_INLINE void agilenn_depthwise_conv(const uint8_t *in, const int8_t *w, const agilenn_channel_t *ch,
+                                           int32_t low, int32_t high, int32_t in_zero_point, int32_t in_height,
                                            int32_t in_width, int32_t channels, int32_t out_height,
                                            int32_t out_width, int32_t kernel_height, int32_t kernel_width,
                                            int32_t stride_height, int32_t stride_width, int32_t pad_top,
@@ -311,7 +366,7 @@ AGILENN_INLINE void agilenn_depthwise_conv(const uint8_t *in, const int8_t *w, c
         for (ox = 0; ox < out_width; ox++) {
             uint8_t *dst = out + (oy * out_width + ox) * channels;
             for (c = 0; c < channels; c++) {
-                acc[c] = bias[c];
+                acc[c] = ch[c].bias;
             }
             for (ky = 0; ky < kernel_height; ky++) {
                 int32_t y = oy * stride_height - pad_top + ky;
@@ -333,7 +388,7 @@ AGILENN_INLINE void agilenn_depthwise_conv(const uint8_t *in, const int8_t *w, c
                 }
             }
             for (c = 0; c < channels; c++) {
-                dst[c] = agilenn_requantize(acc[c], q, c);
+                dst[c] = agilenn_requantize(acc[c], &ch[c], low, high);
             }
         }
     }
