@@ -155,7 +155,8 @@ def test_generated_front_uses_no_float_no_malloc_and_only_string_h(tmp_path):
     includes = {line.split()[1] for line in code.splitlines() if line.startswith("#include")}
     assert includes <= {"<stdint.h>", "<string.h>", "<arm_acle.h>", '"agilenn_front.h"', '"agilenn_kernels.h"',
                         '"agilenn_range_coder.h"', '"agilenn_model.h"'}
-    assert "static const int8_t node_conv_81_weights" in sources["agilenn_model.h"]
+    assert "static const int16_t node_conv_81_weights" in sources["agilenn_model.h"]
+    assert "static const agilenn_channel_t node_conv_81_channels[24]" in sources["agilenn_model.h"]
     assert "int agilenn_front_run(const uint8_t *input, uint8_t *payload_out, uint32_t *payload_len, " \
            "uint8_t *local_logits_out);" in sources["agilenn_front.h"]
 
