@@ -100,10 +100,10 @@ class _Arena:
         self.live.pop(name, None)
 
 
-def payload_capacity(cumulative: np.ndarray, symbols_per_channel: int) -> int:
+def payload_capacity(probabilities: np.ndarray, symbols_per_channel: int) -> int:
     """Bytes no payload can exceed: each symbol costs at most log2(2^24 / its probability) bits, plus the
     coder's truncation (< 0.006 bits a symbol, since the range stays >= 2^32) and two sealing words."""
-    probabilities = np.diff(cumulative, axis=1).astype(np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     worst_bits = (range_int.PRECISION - np.log2(probabilities.min(axis=1)) + 0.01).sum() * symbols_per_channel
     return (math.ceil(worst_bits / 32) + 3) * 4
 
@@ -118,6 +118,10 @@ class _Generator:
         self.arena = _Arena()
         self.scratch = 0
         self.fused_input = self.fusable_input_map()
+        # A table that maps every pixel to itself: the normalisation lies wholly in the first layer's input
+        # scale and zero point (the committed bundles), so one-channel pixels are read as they come.
+        self.identity_input = (self.fused_input is not None and front.input_shape[0] == 1
+                               and np.array_equal(self.fused_input.table, np.arange(256)))
 
     def tensor_ref(self, name: str) -> str:
         if name == "input":
@@ -176,6 +180,9 @@ class _Generator:
 
     def emit_inputmap(self, op: InputMap) -> None:
         channels, height, width = self.front.input_shape
+        if self.identity_input:
+            self.layers.append(Layer(op.name, "input_map (identity)", 0))
+            return
         self.model.append(_array("uint8_t", "input_table", op.table,
                                  comment="raw pixel -> first layer input: the normalisation, folded"))
         if self.fused_input is op:
@@ -216,10 +223,14 @@ class _Generator:
         channels = self.channels(op, ident, folded)
         fused = self.fused_input is not None and op.source == self.fused_input.target
         pointwise = kh == kw == 1 and op.stride == (1, 1) and not any(op.pads) and not fused
-        self.scratch = max(self.scratch, 12 * ((kh * kw * c_in + 3) // 4 * 4))  # AGILENN_CONV_SCRATCH_BYTES
-        source, table = ("input", "input_table") if fused else (self.tensor_ref(op.source), "0")
+        self.scratch = max(self.scratch, 9 * ((kh * kw * c_in + 3) // 4 * 4) + 4 * c_out)  # AGILENN_CONV_SCRATCH_BYTES
+        source, table = (("input", "0" if self.identity_input else "input_table") if fused
+                         else (self.tensor_ref(op.source), "0"))
         kind = "pointwise_conv" if pointwise else "conv"
-        note = ", reading raw pixels through the normalisation table" if fused else ""
+        note = ""
+        if fused:
+            note = (", reading raw pixels (the normalisation is the input's scale and zero point)" if self.identity_input
+                    else ", reading raw pixels through the normalisation table")
         self.calls.append(f"    /* {op.name}: {kind.replace('_', ' ')} {shape}{note} */\n"
                           f"    agilenn_conv({source}, {table}, {ident}_weights, {channels}, {geometry}, "
                           f"{op.input_zero_point}, scratch, {target});")
@@ -232,13 +243,15 @@ class _Generator:
         # The input is HWC in the arena; ONNX flattens it CHW: reorder the weights' columns to match.
         weights = op.weights.reshape(c_out, channels, height, width).transpose(0, 2, 3, 1).reshape(c_out, -1)
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.astype(np.int64).sum(1)
-        self.model.append(_array("int8_t", f"{ident}_weights", weights,
-                                 comment=f"{op.name}: dense {weights.shape[1]} -> {c_out}, inputs in HWC order"))
+        self.model.append(_array("int16_t", f"{ident}_weights", extend_rows(weights),
+                                 comment=f"{op.name}: dense {weights.shape[1]} -> {c_out}, inputs in HWC order, "
+                                         "extended (x0, x2, x1, x3)"))
         channels = self.channels(op, ident, folded)
+        self.scratch = max(self.scratch, 2 * ((weights.shape[1] + 3) // 4 * 4))
         self.calls.append(f"    /* {op.name}: dense {weights.shape[1]} -> {c_out}; bias - input zero point "
                           f"({op.input_zero_point}) x sum of weights */\n"
-                          f"    agilenn_vec_mat_mult({self.tensor_ref(op.source)}, {ident}_weights, {weights.shape[1]}, "
-                          f"{c_out}, {channels}, {self.tensor_ref(op.target)});")
+                          f"    agilenn_dense({self.tensor_ref(op.source)}, {ident}_weights, {weights.shape[1]}, "
+                          f"{c_out}, {channels}, (int16_t *)(void *)scratch, {self.tensor_ref(op.target)});")
         self.layers.append(Layer(op.name, "dense", int(op.weights.size)))
 
     def emit_channelslice(self, op: ChannelSlice) -> None:
@@ -255,19 +268,21 @@ class _Generator:
         channels, height, width = self.front.tensors[op.source].shape
         q = np.arange(256)
         table = (q[:, None] >= op.thresholds[None, :]).sum(1)
-        cumulative = np.stack([np.concatenate([[0], np.cumsum(range_int.quantize_table(row))])
-                               for row in codec.tables]).astype(np.int64)
-        self.capacity = payload_capacity(cumulative, height * width)
-        levels = cumulative.shape[1] - 1
+        probability = range_int.quantize_tables(codec.tables).astype(np.int64)
+        below = np.cumsum(probability, axis=1) - probability
+        self.capacity = payload_capacity(probability, height * width)
+        levels = probability.shape[1]
         self.model.append(_array("uint8_t", "quantizer_table", table,
                                  comment=f"uint8 feature -> nearest-centroid index; thresholds {op.thresholds.tolist()}"))
-        self.model.append(_array("uint32_t", "codec_cumulative", cumulative, levels + 1,
-                                 comment="range-v1 cumulative tables per channel, units of 2^-24"))
+        self.model.append(_array("uint32_t", "codec_below", below, levels,
+                                 comment="range-v1, per channel: probability below each symbol, units of 2^-24"))
+        self.model.append(_array("uint32_t", "codec_probability", probability, levels,
+                                 comment="range-v1, per channel: each symbol's probability, units of 2^-24"))
         self.calls.append(
             f"    /* {op.name}: channels [{op.start}, {op.stop}) -> nearest-centroid indices -> range-v1 payload */\n"
             f"    agilenn_range_encoder_init(&encoder, payload_out, AGILENN_PAYLOAD_CAPACITY);\n"
             f"    agilenn_quantize_encode({self.tensor_ref(op.source)}, {channels}, {op.start}, {op.stop - op.start}, "
-            f"{height * width}, quantizer_table, codec_cumulative, {levels}, &encoder);\n"
+            f"{height * width}, quantizer_table, codec_below, codec_probability, {levels}, &encoder);\n"
             f"    *payload_len = agilenn_range_encoder_finish(&encoder);")
         self.layers.append(Layer(op.name, "quantize_encode", 0))
 

@@ -130,13 +130,13 @@ AGILENN_INLINE void agilenn_extend(const uint8_t *bytes, int32_t k_len, int16_t 
  * Four extended input rows times every extended weight row, two weight rows at a time:
  * out_r[c] = requant(bias_c + a_r . w_c) for four pixels (or im2col patches) at once. Each weight word
  * feeds four SMLADs and each channel's requantization four outputs. The rows a_r lie `length` halfwords
- * apart from `a`; outputs are HWC channel vectors.
+ * apart from `a`; the outputs are four consecutive HWC pixels from `out0`.
  */
 AGILENN_INLINE void agilenn_mat_mult_4rows(const int16_t *a, const int16_t *w, int32_t k_len, int32_t channels,
-                                           const agilenn_channel_t *ch, int32_t low, int32_t high,
-                                           uint8_t *out0, uint8_t *out1, uint8_t *out2, uint8_t *out3)
+                                           const agilenn_channel_t *ch, int32_t low, int32_t high, uint8_t *out0)
 {
     const int32_t length = agilenn_extended_len(k_len);
+    uint8_t *out1 = out0 + channels, *out2 = out1 + channels, *out3 = out2 + channels;
     const int16_t *a1 = a + length, *a2 = a1 + length, *a3 = a2 + length;
     const int16_t *row = w; /* weight row c, advanced by steps (no c * length to overflow) */
     const int32_t paired = channels - channels % 2;
@@ -202,57 +202,57 @@ AGILENN_INLINE void agilenn_mat_mult_4rows(const int16_t *a, const int16_t *w, i
     }
 }
 
-/* One input row times every weight row (a dense layer); four weight rows share each input word. */
-AGILENN_INLINE void agilenn_vec_mat_mult(const uint8_t *a, const int8_t *w, int32_t k_len, int32_t channels,
-                                         const agilenn_channel_t *ch, int32_t low, int32_t high, uint8_t *out)
+/*
+ * One extended input row times every extended weight row (a dense layer), four weight rows at a time so
+ * that each input word feeds four SMLADs. The input is extended once, into `extended`.
+ */
+AGILENN_INLINE void agilenn_dense(const uint8_t *in, const int16_t *w, int32_t k_len, int32_t channels,
+                                  const agilenn_channel_t *ch, int32_t low, int32_t high, int16_t *extended,
+                                  uint8_t *out)
 {
-    const int8_t *row = w; /* weight row c, advanced by steps (no c * k_len to overflow) */
-    const int32_t grouped = AGILENN_DSP ? channels - channels % 4 : 0;
+    const int32_t length = agilenn_extended_len(k_len);
+    const int16_t *row = w; /* weight row c, advanced by steps (no c * length to overflow) */
+    const int32_t grouped = channels - channels % 4;
     int32_t c;
-#if AGILENN_DSP
+    agilenn_extend(in, k_len, extended);
     for (c = 0; c < grouped; c += 4, ch += 4) {
-        const int8_t *w0 = row;
-        const int8_t *w1 = w0 + k_len;
-        const int8_t *w2 = w1 + k_len;
-        const int8_t *w3 = w2 + k_len;
+        const int16_t *w0 = row, *w1 = row + length, *w2 = w1 + length, *w3 = w2 + length;
         int32_t s0 = ch[0].bias, s1 = ch[1].bias, s2 = ch[2].bias, s3 = ch[3].bias;
-        int32_t k = 0;
-        row += 4 * k_len;
-        for (; k + 4 <= k_len; k += 4) {
-            uint32_t x = agilenn_read_u32(a + k);
-            uint32_t xe = __uxtb16(x), xo = agilenn_uxtb16_odd(x);
-            uint32_t y0 = agilenn_read_u32(w0 + k), y1 = agilenn_read_u32(w1 + k);
-            uint32_t y2 = agilenn_read_u32(w2 + k), y3 = agilenn_read_u32(w3 + k);
-            s0 = __smlad(xe, __sxtb16(y0), s0);
-            s0 = __smlad(xo, agilenn_sxtb16_odd(y0), s0);
-            s1 = __smlad(xe, __sxtb16(y1), s1);
-            s1 = __smlad(xo, agilenn_sxtb16_odd(y1), s1);
-            s2 = __smlad(xe, __sxtb16(y2), s2);
-            s2 = __smlad(xo, agilenn_sxtb16_odd(y2), s2);
-            s3 = __smlad(xe, __sxtb16(y3), s3);
-            s3 = __smlad(xo, agilenn_sxtb16_odd(y3), s3);
+        int32_t k;
+        row += 4 * length;
+#if AGILENN_DSP
+        for (k = 0; k < length; k += 4) {
+            uint32_t x = agilenn_read_u32(extended + k), z = agilenn_read_u32(extended + k + 2);
+            s0 = __smlad(x, agilenn_read_u32(w0 + k), s0);
+            s1 = __smlad(x, agilenn_read_u32(w1 + k), s1);
+            s2 = __smlad(x, agilenn_read_u32(w2 + k), s2);
+            s3 = __smlad(x, agilenn_read_u32(w3 + k), s3);
+            s0 = __smlad(z, agilenn_read_u32(w0 + k + 2), s0);
+            s1 = __smlad(z, agilenn_read_u32(w1 + k + 2), s1);
+            s2 = __smlad(z, agilenn_read_u32(w2 + k + 2), s2);
+            s3 = __smlad(z, agilenn_read_u32(w3 + k + 2), s3);
         }
-        for (; k < k_len; k++) {
-            s0 += a[k] * w0[k];
-            s1 += a[k] * w1[k];
-            s2 += a[k] * w2[k];
-            s3 += a[k] * w3[k];
+#else
+        for (k = 0; k < length; k++) {
+            s0 += extended[k] * w0[k];
+            s1 += extended[k] * w1[k];
+            s2 += extended[k] * w2[k];
+            s3 += extended[k] * w3[k];
         }
+#endif
         out[c] = agilenn_requantize(s0, &ch[0], low, high);
         out[c + 1] = agilenn_requantize(s1, &ch[1], low, high);
         out[c + 2] = agilenn_requantize(s2, &ch[2], low, high);
         out[c + 3] = agilenn_requantize(s3, &ch[3], low, high);
     }
-#endif
     for (c = grouped; c < channels; c++, ch++) {
-        const int8_t *wc = row;
         int32_t s = ch->bias;
         int32_t k;
-        row += k_len;
-        for (k = 0; k < k_len; k++) {
-            s += a[k] * wc[k];
+        for (k = 0; k < length; k++) {
+            s += extended[k] * row[k];
         }
         out[c] = agilenn_requantize(s, ch, low, high);
+        row += length;
     }
 }
 
@@ -296,14 +296,15 @@ AGILENN_INLINE void agilenn_im2col(const uint8_t *in, const uint8_t *table, int3
     }
 }
 
-/* Bytes of scratch `agilenn_conv` needs: four byte patches and their four extended copies. */
-#define AGILENN_CONV_SCRATCH_BYTES(patch) (12 * (((patch) + 3) / 4 * 4))
+/* Bytes of scratch `agilenn_conv` needs: a byte patch, four extended rows, four pixels of output. */
+#define AGILENN_CONV_SCRATCH_BYTES(patch, out_channels) (9 * (((patch) + 3) / 4 * 4) + 4 * (out_channels))
 
 /*
- * A convolution with groups = 1 as im2col and matrix products over four output pixels at a time; weights
- * are extended rows of [kh][kw][in] and the bias has the input zero point folded in. A pointwise
- * convolution with stride 1 extends its pixels in place (no byte copy). With a table, the input is raw
- * CHW pixels mapped through it as im2col reads them (the normalisation, fused).
+ * A convolution with groups = 1 as matrix products over four consecutive output pixels at a time; weights
+ * are extended rows of [kh][kw][in] and the bias has the input zero point folded in. A patch that lies
+ * inside the input is extended straight from its rows when they split into whole words (a pointwise
+ * convolution, or kw x in a multiple of 4); others go through an im2col copy, which reads padding as the
+ * zero point and, with a table, maps raw CHW pixels through it (the normalisation, fused).
  */
 AGILENN_INLINE void agilenn_conv(const uint8_t *in, const uint8_t *table, const int16_t *w,
                                  const agilenn_channel_t *ch, int32_t low, int32_t high, int32_t in_height,
@@ -314,38 +315,38 @@ AGILENN_INLINE void agilenn_conv(const uint8_t *in, const uint8_t *table, const 
 {
     const int32_t patch = kernel_height * kernel_width * in_channels;
     const int32_t length = agilenn_extended_len(patch);
-    const int in_place = table == 0 && kernel_height == 1 && kernel_width == 1 && stride_height == 1
-                         && stride_width == 1 && pad_top == 0 && pad_left == 0;
-    int16_t *extended = (int16_t *)(void *)(scratch + 4 * length); /* four rows of `length` halfwords */
-    uint8_t *outs[4];
-    int32_t oy, ox, filled = 0;
-    for (oy = 0; oy < out_height; oy++) {
-        for (ox = 0; ox < out_width; ox++) {
-            const uint8_t *bytes;
-            if (in_place) {
-                bytes = in + (oy * in_width + ox) * in_channels;
-            } else {
-                uint8_t *buffer = scratch + filled * length;
-                agilenn_im2col(in, table, in_height, in_width, in_channels, kernel_height, kernel_width,
-                               oy * stride_height - pad_top, ox * stride_width - pad_left, zero_point, buffer);
-                bytes = buffer;
+    const int32_t row_bytes = kernel_width * in_channels;
+    const int direct = table == 0 && (kernel_height == 1 || row_bytes % 4 == 0);
+    const int32_t pixels = out_height * out_width;
+    int16_t *extended = (int16_t *)(void *)(scratch + length); /* four rows of `length` halfwords */
+    uint8_t *spare = scratch + 9 * length;                      /* four pixels of output */
+    int32_t p, first = 0, filled = 0;
+    for (p = 0; p < pixels; p++) {
+        const int32_t y = (p / out_width) * stride_height - pad_top, x = (p % out_width) * stride_width - pad_left;
+        int16_t *row = extended + filled * length;
+        if (direct && y >= 0 && x >= 0 && y + kernel_height <= in_height && x + kernel_width <= in_width) {
+            int32_t ky;
+            for (ky = 0; ky < kernel_height; ky++) {
+                agilenn_extend(in + ((y + ky) * in_width + x) * in_channels, row_bytes, row + ky * row_bytes);
             }
-            agilenn_extend(bytes, patch, extended + filled * length);
-            outs[filled++] = out + (oy * out_width + ox) * out_channels;
-            if (filled == 4) {
-                agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, outs[0], outs[1], outs[2],
-                                       outs[3]);
-                filled = 0;
-            }
+        } else {
+            agilenn_im2col(in, table, in_height, in_width, in_channels, kernel_height, kernel_width, y, x,
+                           zero_point, scratch);
+            agilenn_extend(scratch, patch, row);
+        }
+        if (++filled == 4) {
+            agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, out + first * out_channels);
+            first = p + 1;
+            filled = 0;
         }
     }
-    if (filled != 0) { /* the last pixels: repeat the last one to fill the block; it is written twice */
+    if (filled != 0) { /* the last pixels, with repeats of the last one, through the spare output */
         int32_t r;
         for (r = filled; r < 4; r++) {
             memcpy(extended + r * length, extended + (filled - 1) * length, (size_t)length * sizeof(int16_t));
-            outs[r] = outs[filled - 1];
         }
-        agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, outs[0], outs[1], outs[2], outs[3]);
+        agilenn_mat_mult_4rows(extended, w, patch, out_channels, ch, low, high, spare);
+        memcpy(out + first * out_channels, spare, (size_t)(filled * out_channels));
     }
 }
 

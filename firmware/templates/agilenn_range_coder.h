@@ -13,6 +13,13 @@
 
 #define AGILENN_RANGE_PRECISION 24
 
+/* Branch hints: the first symbol of a table (the likeliest, in a trained quantizer) is the common case. */
+#if defined(__GNUC__)
+#define AGILENN_RARELY(condition) __builtin_expect(!!(condition), 0)
+#else
+#define AGILENN_RARELY(condition) (condition)
+#endif
+
 typedef struct {
     uint64_t lower;
     uint64_t range;
@@ -35,32 +42,37 @@ void agilenn_range_flush_held(agilenn_range_encoder_t *e, int carry);
 
 /*
  * The payload of channels [start, start + count) of an HWC feature tensor: each uint8 feature becomes its
- * nearest-centroid index through `table`, coded in channel-major order (the order of range-v1) with the
- * channel's cumulative table (levels + 1 entries per channel). The coder's state stays in registers.
+ * nearest-centroid index through `table`, coded in channel-major order (the order of range-v1) with its
+ * channel's tables: `below` (cumulative probability below each symbol) and `probability`, `levels` entries
+ * per channel, units of 2^-24. The coder's state stays in registers; words leave through the out-of-line
+ * paths, which are rare (one word per 32 bits of payload).
  */
 static inline void agilenn_quantize_encode(const uint8_t *features, int32_t channels, int32_t start, int32_t count,
-                                           int32_t pixels, const uint8_t *table, const uint32_t *cumulative,
-                                           int32_t levels, agilenn_range_encoder_t *e)
+                                           int32_t pixels, const uint8_t *table, const uint32_t *below,
+                                           const uint32_t *probability, int32_t levels, agilenn_range_encoder_t *e)
 {
     uint64_t lower = e->lower, range = e->range;
     uint32_t held = e->held;
-    int32_t c, p;
-    for (c = 0; c < count; c++) {
-        const uint32_t *cdf = cumulative + c * (levels + 1);
+    int32_t c;
+    for (c = 0; c < count; c++, below += levels, probability += levels) {
         const uint8_t *src = features + start + c;
-        for (p = 0; p < pixels; p++) {
-            uint32_t symbol = table[src[p * channels]];
-            uint32_t below = cdf[symbol];
+        const uint8_t *end = src + pixels * channels;
+        for (; src != end; src += channels) {
+            uint32_t symbol = table[*src];
+            uint32_t cumulative = below[symbol];
             uint64_t step = range >> AGILENN_RANGE_PRECISION;
-            uint64_t new_lower = below != 0 ? lower + step * below : lower;
-            range = step * (cdf[symbol + 1] - below);
-            if (held != 0 && new_lower + range > new_lower) {
+            uint64_t new_lower = lower;
+            range = step * probability[symbol];
+            if (AGILENN_RARELY(cumulative != 0)) {
+                new_lower += step * cumulative;
+            }
+            if (AGILENN_RARELY(held != 0) && new_lower + range > new_lower) {
                 e->held = held;
                 agilenn_range_flush_held(e, new_lower < lower);
                 held = 0;
             }
             lower = new_lower;
-            if ((range >> 32) == 0) {
+            if (AGILENN_RARELY((uint32_t)(range >> 32) == 0)) {
                 uint32_t top = (uint32_t)(lower >> 32);
                 range <<= 32;
                 lower <<= 32;
