@@ -82,6 +82,9 @@ def _run(args) -> int:
 
 def _check(args) -> int:
     report = checks.check(Bundle(args.bundle), args.target, args.limit, args.dataset)
+    if args.write:
+        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.write).write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
         print(json.dumps(report))
     else:
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     check_parser.add_argument("--limit", type=int, default=None, help="first N test inputs (default: all)")
     check_parser.add_argument("--dataset", default=None, help="default: the bundle's own")
     check_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    check_parser.add_argument("--write", default=None, metavar="FILE",
+                              help="also write the report here (agilenn simulate --device-time firmware reads it)")
     check_parser.set_defaults(handler=_check)
 
     args = parser.parse_args(argv)

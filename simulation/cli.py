@@ -40,6 +40,12 @@ def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
     _measured_options(parser)
     parser.add_argument("--framing", choices=compare.FRAMINGS, default="grpc",
                         help="grpc: the runtime's own messages around each payload; raw: payload bytes only")
+    parser.add_argument("--device-time", choices=("model", "firmware"), default="model",
+                        help="AgileNN's device time and memory: modelled from MACs (default), or measured on its "
+                             "integer C front on an emulated Cortex-M7 (the workload's firmware costs file)")
+    parser.add_argument("--cycles-per-instruction", type=float, default=None, metavar="CPI",
+                        help="with --device-time firmware: cycles per instruction (default: the top of the "
+                             "stated range, 2.0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -131,12 +137,24 @@ def _profiles(args) -> tuple:
     return load_device(args.device), load_device(args.cloud)
 
 
+def _firmware(args, device, measured):
+    """AgileNN's device part measured on firmware, when --device-time firmware asks for it."""
+    if args.device_time != "firmware":
+        return None
+    from simulation.firmware_time import measured_device
+
+    agilenn = next((s for s in measured.schemes if s.kind == "agilenn"), None)
+    return measured_device(workloads.get(args.workload or workloads.DEFAULT_WORKLOAD).firmware, device,
+                           args.cycles_per_instruction, agilenn.bundle_hash if agilenn else None)
+
+
 def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | None]:
     """One result per link, and the report's path when --report asked for one."""
     measured = compare.load_measured(args.measured)
     device, cloud = _profiles(args)
+    firmware = _firmware(args, device, measured)
     links = [load_link(name) for name in link_names]
-    results = [compare.simulate(measured, device, link, cloud, args.framing) for link in links]
+    results = [compare.simulate(measured, device, link, cloud, args.framing, firmware) for link in links]
     if not args.report:
         return results, None
     from simulation.report import write_report
@@ -265,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
     args.argv = argv  # what calibrate records as its command; sys.argv is another program's in-process
+    from firmware.report import FirmwareReportError
     from simulation.calibrate import CalibrationError
+    from simulation.firmware_time import FirmwareTimeError
     from simulation.plotting import ReportUnavailable
 
     try:
@@ -275,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     except workloads.WorkloadError as exc:  # a usage error, as argparse's are
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 2
-    except (ProfileError, compare.MeasuredDataError, ReportUnavailable, CalibrationError) as exc:
+    except (ProfileError, compare.MeasuredDataError, ReportUnavailable, CalibrationError, FirmwareReportError,
+            FirmwareTimeError) as exc:
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 1
 

@@ -10,13 +10,13 @@ torch nor the models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from agilenn.measured import CutRecord, LayerRow, MeasuredSchemes, ProtocolOverheads, Scheme
 from agilenn.measured import MeasuredDataError as MeasuredDataError, load_measured as load_measured  # for the CLI
 from simulation.cuts import Cut, NoEligibleCut, choose_cut
-from simulation.model import Latency, Layer, Workload, energy_mj, latency, memory
+from simulation.model import Latency, Layer, MeasuredDevice, Workload, energy_mj, latency, memory
 from simulation.profiles import DeviceProfile, LinkProfile
 from simulation.workloads import DEFAULT_WORKLOAD, WORKLOADS
 
@@ -51,11 +51,15 @@ def _workload(name: str, device_layers: list[LayerRow], cloud_layers: list[Layer
 
 
 def workload(scheme: Scheme, protocol: ProtocolOverheads, framing: str = "grpc",
-             payload_bytes: float | None = None) -> Workload:
-    """One scheme's workload; `payload_bytes` replaces the measured median (the emulation's own)."""
-    return _workload(scheme.name, scheme.device_layers, scheme.cloud_layers, scheme.input_bytes,
+             payload_bytes: float | None = None, firmware: MeasuredDevice | None = None) -> Workload:
+    """One scheme's workload; `payload_bytes` replaces the measured median (the emulation's own), and
+    `firmware`, when given, AgileNN's modelled device part (its time and memory measured on firmware)."""
+    work = _workload(scheme.name, scheme.device_layers, scheme.cloud_layers, scheme.input_bytes,
                      scheme.encode_symbols, scheme.payload_bytes if payload_bytes is None else payload_bytes,
                      protocol, framing, scheme.device_weight_bytes)
+    if firmware is not None and scheme.kind == "agilenn":
+        work = replace(work, measured_device=firmware)
+    return work
 
 
 def cut_workload(cut: CutRecord, protocol: ProtocolOverheads, framing: str = "grpc") -> Workload:
@@ -110,7 +114,7 @@ def split_cuts(measured: MeasuredSchemes, framing: str = "grpc") -> list[Cut]:
 
 
 def evaluate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
-             framing: str = "grpc") -> list[SchemeResult]:
+             framing: str = "grpc", firmware: MeasuredDevice | None = None) -> list[SchemeResult]:
     results = []
     for scheme in measured.schemes:
         note = f"variant {scheme.variant}" if scheme.variant else ""
@@ -118,7 +122,10 @@ def evaluate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile
             note = f"reference network cut at '{scheme.cut}'"
         if scheme.jpeg_quality is not None:
             note = "; ".join(filter(None, [note, f"JPEG quality {scheme.jpeg_quality}"]))
-        results.append(_result(scheme.name, scheme.kind, scheme.accuracy, workload(scheme, measured.protocol, framing),
+        if firmware is not None and scheme.kind == "agilenn":
+            note = "; ".join(filter(None, [note, firmware.source]))
+        results.append(_result(scheme.name, scheme.kind, scheme.accuracy,
+                               workload(scheme, measured.protocol, framing, firmware=firmware),
                                device, link, cloud, note, scheme.lossy))
     try:
         choice = choose_cut(split_cuts(measured, framing), device, link, cloud)
@@ -147,16 +154,17 @@ def nearest_local(results: list[SchemeResult]) -> SchemeResult | None:
 
 
 def latency_at(measured: MeasuredSchemes, name: str, device: DeviceProfile, link: LinkProfile,
-               cloud: DeviceProfile, framing: str) -> float:
+               cloud: DeviceProfile, framing: str, firmware: MeasuredDevice | None = None) -> float:
     """One scheme's total latency; the layer split re-chooses its cut for this link."""
     if name == "layer-split":
         return choose_cut(split_cuts(measured, framing), device, link, cloud).latency.total_ms
     scheme = next(s for s in measured.schemes if s.name == name)
-    return latency(workload(scheme, measured.protocol, framing), device, link, cloud).total_ms
+    return latency(workload(scheme, measured.protocol, framing, firmware=firmware), device, link, cloud).total_ms
 
 
 def crossover(measured: MeasuredSchemes, baseline: str, device: DeviceProfile, link: LinkProfile,
-              cloud: DeviceProfile, framing: str = "grpc", points: int = 121) -> dict[str, Any]:
+              cloud: DeviceProfile, framing: str = "grpc", points: int = 121,
+              firmware: MeasuredDevice | None = None) -> dict[str, Any]:
     """The uplink rate below which AgileNN answers faster than `baseline` (same RTT, loss, packets).
 
     Scans a log grid of rates, then bisects the highest rate where the sign flips."""
@@ -165,8 +173,8 @@ def crossover(measured: MeasuredSchemes, baseline: str, device: DeviceProfile, l
 
     def gap(rate: float) -> float:  # > 0: AgileNN faster
         at = link.with_rate(rate)
-        return (latency_at(measured, baseline, device, at, cloud, framing)
-                - latency_at(measured, "agilenn", device, at, cloud, framing))
+        return (latency_at(measured, baseline, device, at, cloud, framing, firmware)
+                - latency_at(measured, "agilenn", device, at, cloud, framing, firmware))
 
     gaps = [gap(r) for r in rates]
     if all(g > 0 for g in gaps):
@@ -258,7 +266,7 @@ def comparison_figures(results: list[SchemeResult]) -> dict[str, Any]:
 
 
 def summary(measured: MeasuredSchemes, results: list[SchemeResult], device: DeviceProfile, link: LinkProfile,
-            cloud: DeviceProfile, framing: str = "grpc") -> dict[str, Any]:
+            cloud: DeviceProfile, framing: str = "grpc", firmware: MeasuredDevice | None = None) -> dict[str, Any]:
     named = _by_name(results)
     agile = named["agilenn"]
     out: dict[str, Any] = {}
@@ -281,19 +289,20 @@ def summary(measured: MeasuredSchemes, results: list[SchemeResult], device: Devi
     out["crossover_detail"] = {}
     for name in OFFLOADING_BASELINES:
         if name in named and named[name].fits_device and not math.isnan(named[name].accuracy):
-            detail = crossover(measured, name, device, link, cloud, framing)
+            detail = crossover(measured, name, device, link, cloud, framing, firmware=firmware)
             out["crossover_kbps"][name] = detail["kbps"]
             out["crossover_detail"][name] = detail
     return out
 
 
 def simulate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
-             framing: str = "grpc") -> dict[str, Any]:
-    results = evaluate(measured, device, link, cloud, framing)
+             framing: str = "grpc", firmware: MeasuredDevice | None = None) -> dict[str, Any]:
+    results = evaluate(measured, device, link, cloud, framing, firmware)
     return {"device": device.name, "link": link.name, "cloud": cloud.name, "framing": framing,
+            "device_time": "firmware" if firmware else "model",
             "dataset": measured.dataset, "samples": measured.samples,
             "schemes": [r.to_json() for r in results],
-            "summary": summary(measured, results, device, link, cloud, framing)}
+            "summary": summary(measured, results, device, link, cloud, framing, firmware)}
 
 
 def recommend(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,

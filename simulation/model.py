@@ -41,6 +41,18 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class MeasuredDevice:
+    """A device part measured on firmware instead of modelled: its time (instructions x cycles per
+    instruction / clock) and its flash and SRAM read from the ELF and a painted stack."""
+
+    compute_ms: float
+    encode_ms: float
+    flash_bytes: int
+    sram_bytes: int
+    source: str  # what was measured, for the notes
+
+
+@dataclass(frozen=True)
 class Workload:
     """What one scheme costs per inference, independent of device and link."""
 
@@ -53,6 +65,7 @@ class Workload:
     response_bytes: int = 0  # the answer, framing included
     cloud_layers: tuple[Layer, ...] = ()
     device_weight_bytes: int | None = None  # measured from the int8 file shipped; None: the layers' estimate
+    measured_device: MeasuredDevice | None = None  # the device part run as firmware: replaces the model
 
     @property
     def offloads(self) -> bool:
@@ -118,7 +131,8 @@ def transfer_ms(nbytes: float, rate_bps: float, link: LinkProfile) -> float:
 
 
 def latency(work: Workload, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile | None = None) -> Latency:
-    device_ms = compute_ms(work.device_layers, device)
+    measured = work.measured_device
+    device_ms = measured.compute_ms if measured else compute_ms(work.device_layers, device)
     if not work.offloads:
         return Latency(device_ms, 0.0, 0.0, 0.0, 0.0)
     if cloud is None:
@@ -126,7 +140,8 @@ def latency(work: Workload, device: DeviceProfile, link: LinkProfile, cloud: Dev
     up = transfer_ms(work.payload_bytes + work.request_overhead_bytes, link.uplink_bps, link)
     down = transfer_ms(work.response_bytes, link.down_bps, link)
     half_rtt = link.rtt_ms / 2.0
-    return Latency(device_ms=device_ms, encode_ms=encode_ms(work.encode_symbols, device),
+    encoding = measured.encode_ms if measured else encode_ms(work.encode_symbols, device)
+    return Latency(device_ms=device_ms, encode_ms=encoding,
                    network_ms=half_rtt + up, cloud_ms=cloud.compute.request_overhead_ms + compute_ms(work.cloud_layers, cloud),
                    return_ms=half_rtt + down, transmit_ms=up)
 
@@ -140,6 +155,9 @@ def energy_mj(lat: Latency, device: DeviceProfile) -> float:
 
 def memory(work: Workload, device: DeviceProfile) -> Memory:
     m = device.memory
+    if work.measured_device is not None:
+        # The firmware's own image and RAM (front, buffers, startup); a network stack would come on top.
+        return _fits(work.measured_device.sram_bytes, work.measured_device.flash_bytes, device)
     weights = work.device_weight_bytes
     if weights is None:
         weights = sum(layer.weight_bytes for layer in work.device_layers)
@@ -147,8 +165,11 @@ def memory(work: Workload, device: DeviceProfile) -> Memory:
     if not work.device_layers:
         peak = work.input_bytes  # the sample waits in SRAM while it is coded
     buffer = math.ceil(work.payload_bytes + work.request_overhead_bytes) if work.offloads else 0
-    sram = peak + buffer + m.runtime_sram_bytes
-    flash = weights + m.runtime_flash_bytes
+    return _fits(peak + buffer + m.runtime_sram_bytes, weights + m.runtime_flash_bytes, device)
+
+
+def _fits(sram: int, flash: int, device: DeviceProfile) -> Memory:
+    m = device.memory
     why = []
     if sram > m.sram_bytes:
         why.append(f"needs {sram / 1024:.0f} KB SRAM of {m.sram_bytes / 1024:.0f} KB")

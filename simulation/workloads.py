@@ -22,6 +22,7 @@ class SimWorkload:
     name: str
     measured: Path  # its measured-schemes file
     how_to_measure: str  # the command that writes that file, for the error when it is missing
+    firmware: Path  # AgileNN's front measured as Cortex-M7 firmware (agilenn firmware check --write)
 
 
 DEFAULT_WORKLOAD = "fashion-mnist"
@@ -29,10 +30,12 @@ DEFAULT_WORKLOAD = "fashion-mnist"
 WORKLOADS: dict[str, SimWorkload] = {w.name: w for w in (
     SimWorkload("fashion-mnist", Path("bundles/baselines/measured.json"),
                 "scripts/simulate_all.sh, or python -m partitioner.simdata --agilenn bundles/fashion-mnist "
-                "--baselines bundles/baselines --out bundles/baselines/measured.json (needs the train extra)"),
+                "--baselines bundles/baselines --out bundles/baselines/measured.json (needs the train extra)",
+                Path("reports/firmware/fashion-mnist-cortex-m7.json")),
     SimWorkload("cluttered-fashion-mnist", Path("bundles/cluttered-fashion-mnist-baselines/measured.json"),
                 "scripts/cluttered_experiment.sh measure (needs the train extra, bundles/cluttered-fashion-mnist "
-                "and the baselines that scripts/cluttered_experiment.sh trains)"),
+                "and the baselines that scripts/cluttered_experiment.sh trains)",
+                Path("reports/firmware/cluttered-fashion-mnist-cortex-m7.json")),
 )}
 
 
