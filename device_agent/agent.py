@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
-import re
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,11 +22,11 @@ import grpc
 import numpy as np
 
 from agilenn.bundle import Bundle
-from agilenn.config_files import ConfigFileError
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig
 from device_agent.link import Link, Slot
+from device_agent.pool import BundleMismatchError, LinkPool, read_credentials  # noqa: F401 (the agent's API)
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +35,6 @@ LOCAL_ONLY_POLICY = "local_only_policy"
 LOCAL_FALLBACK = "local_fallback"
 # A worker whose queue is full answers a request at once with this status, in the response.
 _OVERLOADED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-
-
-class BundleMismatchError(RuntimeError):
-    """Every configured worker serves another bundle than the device's."""
 
 
 @dataclass
@@ -87,127 +80,29 @@ class DeviceAgent:
         self._labels = self.bundle.manifest.labels
         self._alpha = float(self.bundle.manifest.mixing.alpha_local)
         self._hash = self.bundle.bundle_hash
-        self._credentials, self._token = read_credentials(self.config)
         self._ids = itertools.count(1)
         self._index = itertools.count(0)
-        self._links: list[Link] = []
-        self._links_lock = threading.Lock()
-        self._workers: dict[str, Link] = {}
-        self._turn = 0
-        self._backoff_until: dict[Link, float] = {}  # links that answered overloaded: when to offload to them again
-        self._closed = False
         self._local_label = -1
-        self._workers_listed = 0  # how many endpoints the workers last listed
-        self._refresh_stop = threading.Event()
-        for address in self.config.cloud:
-            self._add_link(address)
-        if self.config.cloud:
-            threading.Thread(target=self._refresh_endpoints, name="endpoint-refresh", daemon=True).start()
+        self._pool = LinkPool(self._hash, self.config)
 
-    # -- links --
+    # -- links (the pool keeps them; these names serve the agent's callers and tests) --
 
-    def _add_link(self, address: str) -> None:
-        with self._links_lock:
-            if self._closed or any(link.address == address for link in self._links):
-                return
-            link = Link(address, self._hash, connect_timeout_s=self.config.connect_timeout_s,
-                        reconnect_initial_s=self.config.reconnect_initial_s,
-                        reconnect_max_s=self.config.reconnect_max_s,
-                        max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
-                        on_info=self._on_info, credentials=self._credentials, token=self._token,
-                        tls_server_name=self.config.tls_server_name)
-            self._links.append(link)
-        link.start()
-
-    def _on_info(self, link: Link, info: inference_pb2.ServiceInfo) -> bool:
-        """A link's handshake succeeded: learn the other workers; keep one link per worker."""
-        with self._links_lock:
-            holder = self._workers.get(info.worker_id)
-            if holder is not None and holder is not link and not holder.closed and holder.ready:
-                duplicate = True
-            else:
-                self._workers[info.worker_id] = link
-                duplicate = False
-        self._workers_listed = len(info.endpoints)
-        for endpoint in info.endpoints:
-            self._add_link(endpoint)
-        if duplicate:
-            log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
-        return not duplicate
-
-    def _refresh_endpoints(self) -> None:
-        """While fewer workers are linked than the workers list, ask a linked one for the list again: a
-        worker that Ray restarted on another node is back at another address, which no handshake on the
-        surviving links would tell. Links to addresses no longer listed (and not configured) are dropped."""
-        while not self._refresh_stop.wait(self.config.endpoint_refresh_s):
-            links = self._links
-            if self.connected >= self._workers_listed:
-                continue
-            for link in links:
-                info = link.service_info(self.config.connect_timeout_s)
-                if info is None:
-                    continue
-                listed = set(info.endpoints) | set(self.config.cloud)
-                with self._links_lock:
-                    gone = [old for old in self._links if old.address not in listed and not old.ready]
-                    self._links = [old for old in self._links if old not in gone]  # a new list: _pick reads it unlocked
-                    for old in gone:  # nothing may keep a dropped link alive
-                        self._workers = {w: held for w, held in self._workers.items() if held is not old}
-                        self._backoff_until.pop(old, None)
-                for old in gone:
-                    log.info("dropping %s: no worker lists it any more", old.address)
-                    old.close()
-                self._workers_listed = len(info.endpoints)
-                for endpoint in info.endpoints:
-                    self._add_link(endpoint)
-                break
-
-    def _pick(self) -> Link | None:
-        links = self._links
-        count = len(links)
-        backoff = self._backoff_until
-        for step in range(count):
-            link = links[(self._turn + step) % count]
-            if not link.ready:
-                continue
-            if backoff and link in backoff:
-                if backoff[link] > time.perf_counter():
-                    continue  # it answered overloaded a moment ago
-                del backoff[link]
-            self._turn = (self._turn + step + 1) % count
-            return link
-        return None
-
-    def _back_off(self, link: Link, now: float) -> None:
-        backoff_s = self.config.overload_backoff_ms / 1000.0
-        if backoff_s > 0:
-            self._backoff_until[link] = now + backoff_s * random.uniform(0.5, 1.5)
+    @property
+    def _links(self) -> list[Link]:
+        return self._pool.links
 
     def _unavailable_reason(self) -> str:
-        if not self._links:
-            return "no_cloud: no worker address configured"
-        if self._backoff_until and any(link.ready and link in self._backoff_until for link in self._links):
-            return (f"overloaded: every reachable worker answered overloaded within about the last "
-                    f"{self.config.overload_backoff_ms:g} ms; answering locally until it has had time to catch up")
-        reasons = sorted({link.reason for link in self._links if link.reason})
-        return reasons[0] if len(reasons) == 1 else "; ".join(reasons) or "unavailable"
+        return self._pool.unavailable_reason()
 
     @property
     def connected(self) -> int:
         """How many workers a stream is open to right now."""
-        return sum(1 for link in self._links if link.ready)
+        return self._pool.connected
 
     def wait_ready(self, timeout_s: float = 10.0, workers: int = 1) -> bool:
         """Wait until streams to `workers` workers are open. Raises BundleMismatchError when every
         worker reached serves another bundle."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.connected >= workers:
-                return True
-            if self._links and all(link.refused for link in self._links):
-                raise BundleMismatchError(self._links[0].reason)
-            time.sleep(0.01)
-        return self.connected >= workers
+        return self._pool.wait_ready(timeout_s, workers)
 
     # -- inference --
 
@@ -231,7 +126,7 @@ class DeviceAgent:
                 return self._result(index, sample_id, local_probs, LOCAL_ONLY_POLICY, None, start, after_model,
                                     after_model, None, None, None)
 
-        link = self._pick()
+        link = self._pool.pick()
         if link is None:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, self._unavailable_reason(),
                                 start, after_model, after_model, None, None, None)
@@ -260,7 +155,7 @@ class DeviceAgent:
                                 start, after_model, sent, None, len(payload), None, woke)
         rtt_ms = (woke - sent) * 1000.0
         if response.status.code == _OVERLOADED_CODE:
-            self._back_off(link, woke)
+            self._pool.back_off(link, woke)
             reason = f"overloaded: {response.status.message}"
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
@@ -299,49 +194,13 @@ class DeviceAgent:
             yield self.infer(image, sample_id)
 
     def close(self) -> None:
-        self._refresh_stop.set()
-        with self._links_lock:
-            self._closed = True
-            links = list(self._links)
-        for link in links:
-            link.close()
+        self._pool.close()
 
     def __enter__(self) -> "DeviceAgent":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_METADATA_VALUE = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: what a header value may hold
-
-
-def read_credentials(config: DeviceConfig) -> tuple[grpc.ChannelCredentials | None, str | None]:
-    """The TLS credentials (None: plaintext) and the token (None: none) a DeviceConfig names, read once."""
-    def read(path: str, what: str) -> bytes:
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise FileNotFoundError(f"{what} {path}: {exc.strerror or exc}") from None
-
-    credentials = None
-    if config.ca_file is not None:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=read(config.ca_file, "CA file (ca_file, --ca)"),
-            private_key=read(config.key_file, "client key (key_file, --key)") if config.key_file else None,
-            certificate_chain=read(config.cert_file, "client certificate (cert_file, --cert)") if config.cert_file
-            else None)
-    token = None
-    if config.token_file is not None:
-        token = read(config.token_file, "token file (token_file, --token-file)").decode("utf-8", "replace").strip()
-        if not token:
-            raise ConfigFileError(f"token file {config.token_file} is empty; put in it the token that "
-                                  "`agilenn tokens add` printed")
-        if not _METADATA_VALUE.fullmatch(token):
-            # else every call fails as INTERNAL "invalid metadata", and the link retries without saying why
-            raise ConfigFileError(f"token file {config.token_file} holds more than one token: put in it only the "
-                                  "one line `agilenn tokens add` printed (<id>.<secret>, no spaces or comments)")
-    return credentials, token
 
 
 def _code_name(code: int) -> str:
