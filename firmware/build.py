@@ -75,6 +75,21 @@ def build_cortex_m7(source_dir: Path, out_dir: Path) -> Build:
     return Build("cortex-m7", binary, source_dir)
 
 
+def build_offload_app(source_dir: Path, out_dir: Path) -> Build:
+    """The offload app (generated with --app offload) for the mps2-an500: front, frames, board, startup.
+    -ffp-contract=off keeps the float32 mix as numpy computes it (no fused multiply-add)."""
+    compiler = require_tool("arm-none-eabi-gcc")
+    if not (source_dir / "agilenn_offload_app.c").exists():
+        raise ToolchainError(f"{source_dir} holds no offload app: generate it with --app offload")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = out_dir / "agilenn_offload_m7.elf"
+    sources = [source_dir / s for s in FRONT_SOURCES + ["agilenn_frames.c", "board_mps2.c", "agilenn_offload_app.c"]]
+    sources += [TEMPLATES / "startup_m7.c", TEMPLATES / "icount_m7.S"]
+    _compile([compiler, *WARNINGS, *CORTEX_M7_FLAGS, "-ffp-contract=off", f"-I{source_dir}", f"-I{TEMPLATES}",
+              *map(str, sources), *CORTEX_M7_LINK, f"-T{TEMPLATES / 'mps2_an500.ld'}", "-o", str(binary)])
+    return Build("cortex-m7", binary, source_dir)
+
+
 BUILDERS = {"host": build_host, "cortex-m7": build_cortex_m7}
 
 

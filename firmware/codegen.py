@@ -33,6 +33,8 @@ from firmware.targets import Target
 
 TEMPLATES = Path(__file__).parent / "templates"
 KERNEL_FILES = ("agilenn_kernels.h", "agilenn_range_coder.h", "agilenn_range_coder.c")
+# The offload app and what it needs beside the front: frames on the UART, and the board (UARTs, SysTick).
+OFFLOAD_FILES = ("agilenn_offload_app.c", "agilenn_frames.h", "agilenn_frames.c", "board_mps2.h", "board_mps2.c")
 FRONT_FILES = ("agilenn_front.h", "agilenn_front.c", "agilenn_model.h")
 MANIFEST = "firmware.json"
 ALIGN = 4
@@ -373,8 +375,52 @@ def _constant_bytes(arrays: list[str]) -> int:
     return sum(sizes[t] * int(n) for t, n in re.findall(r"static const (\w+) \w+\[(\d+)\]", "\n".join(arrays)))
 
 
-def generate(bundle: Bundle, out: str | Path, target: Target | None = None) -> dict:
-    """Write the C front of `bundle` into `out`; returns what `firmware.json` records."""
+APPS = ("harness", "offload")
+
+
+def _app_config(front: IntegerFront, bundle: Bundle, deadline_ms: int) -> str:
+    """The offload app's constants: the bundle's digest (PAYLOAD frames name it), the mixing weights and the
+    logits' scale as float32 literals (so that the board mixes exactly as numpy does in float32)."""
+    from agilenn.serial_frames import bundle_digest
+
+    alpha = float(bundle.manifest.mixing.alpha_local)
+    digest = ", ".join(f"0x{b:02x}" for b in bundle_digest(bundle.bundle_hash))
+
+    def literal(value: float) -> str:
+        return f"{float(np.float32(value)):.9g}f"
+
+    return f"""/*
+ * agilenn offload app of bundle {front.bundle_name}: its constants. Generated; do not edit.
+ */
+#ifndef AGILENN_APP_CONFIG_H
+#define AGILENN_APP_CONFIG_H
+
+#include <stdint.h>
+
+/* How long the board waits for the remote logits, on its own timer; define it to change it. */
+#ifndef AGILENN_APP_DEADLINE_MS
+#define AGILENN_APP_DEADLINE_MS {int(deadline_ms)}u
+#endif
+
+/* mixed = alpha * local + (1 - alpha) * remote, in float32 as the Python device agent computes it */
+#define AGILENN_APP_ALPHA_LOCAL {literal(alpha)}
+#define AGILENN_APP_ALPHA_REMOTE {literal(1.0 - alpha)}
+#define AGILENN_APP_LOGITS_SCALE {literal(front.logits_scale)}
+
+/* SHA-256 of the bundle ({front.bundle_hash}): every PAYLOAD frame carries it */
+static const uint8_t agilenn_app_bundle_digest[32] = {{{digest}}};
+
+#endif /* AGILENN_APP_CONFIG_H */
+"""
+
+
+def generate(bundle: Bundle, out: str | Path, target: Target | None = None, app: str = "harness",
+             deadline_ms: int = 50) -> dict:
+    """Write the C front of `bundle` into `out`; returns what `firmware.json` records. `app`: `harness` (the
+    front alone, for the test harness) or `offload` (also the constants of the microcontroller's offload
+    loop, templates/agilenn_offload_app.c)."""
+    if app not in APPS:
+        raise ValueError(f"unknown app {app!r}; known: {', '.join(APPS)}")
     front = lower_front(bundle)
     generator = _Generator(front, bundle)
     generator.run()
@@ -400,6 +446,10 @@ def generate(bundle: Bundle, out: str | Path, target: Target | None = None) -> d
     (out / "agilenn_model.h").write_text(_model(front, generator.model))
     for name in KERNEL_FILES:
         shutil.copyfile(TEMPLATES / name, out / name)
+    if app == "offload":
+        (out / "agilenn_app_config.h").write_text(_app_config(front, bundle, deadline_ms))
+        for name in OFFLOAD_FILES:
+            shutil.copyfile(TEMPLATES / name, out / name)
     record = {
         "bundle": front.bundle_name,
         "bundle_hash": front.bundle_hash,
@@ -409,6 +459,7 @@ def generate(bundle: Bundle, out: str | Path, target: Target | None = None) -> d
         "payload_capacity_bytes": generator.capacity,
         "constant_bytes": constant,
         "macs": front.macs,
+        "app": app,
         "logits_scale": front.logits_scale,
         "logits_zero_point": front.logits_zero_point,
         "layers": [{"name": layer.name, "kind": layer.kind, "macs": layer.macs} for layer in generator.layers],

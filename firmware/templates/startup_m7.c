@@ -13,6 +13,8 @@ int main(void);
 void Reset_Handler(void);
 void HardFault_Handler(void);
 void Default_Handler(void);
+/* A board file may count time here; without one, a SysTick interrupt is unexpected. */
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
 
 /* A vector holds the initial stack pointer or a handler: a union keeps both types exact. */
 typedef union {
@@ -27,7 +29,7 @@ typedef union {
 /* 16 system exceptions, then the 32 interrupts of mps2-an500. */
 __attribute__((section(".vectors"), used)) const vector_t vector_table[48] = {
     { .stack = __stack_top }, HANDLER(Reset_Handler), DEFAULT, HANDLER(HardFault_Handler),
-    DEFAULT, DEFAULT, DEFAULT, NONE, NONE, NONE, NONE, DEFAULT, DEFAULT, NONE, DEFAULT, DEFAULT,
+    DEFAULT, DEFAULT, DEFAULT, NONE, NONE, NONE, NONE, DEFAULT, DEFAULT, NONE, DEFAULT, HANDLER(SysTick_Handler),
     DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT,
     DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT,
     DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT,
