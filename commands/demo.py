@@ -170,12 +170,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve and stream over mutual TLS with a device token (a dev CA and token made for the run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--no-progress", action="store_true")
+    firmware = parser.add_argument_group("a microcontroller in the loop")
+    firmware.add_argument("--firmware", action="store_true",
+                          help="the device is the bundle's C front on an emulated Cortex-M7 with a gateway on its UART")
+    firmware.add_argument("--kill-cloud-after", type=int, default=None, metavar="K",
+                          help="with --firmware: stop the workers after K inputs (the board answers locally)")
+    firmware.add_argument("--logits", choices=("f32", "q8"), default="f32",
+                          help="with --firmware: how the gateway returns the remote logits")
     args = parser.parse_args(argv)
 
     from agilenn.bundle import Bundle
     from agilenn.predict import evaluation_split
 
     dataset_name, split = evaluation_split(Bundle(args.bundle), args.dataset, args.limit)
+    if args.firmware:
+        from agilenn.serial_frames import LogitsEncoding
+        from commands import demo_firmware
+
+        deadline = 50 if args.deadline_ms == parser.get_default("deadline_ms") else int(args.deadline_ms)
+        report = demo_firmware.run_firmware_demo(
+            args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=deadline,
+            kill_cloud_after=args.kill_cloud_after, progress=not args.no_progress,
+            encoding=LogitsEncoding.Q8 if args.logits == "q8" else LogitsEncoding.F32)
+        report["dataset"] = dataset_name
+        print(json.dumps(report) if args.json else demo_firmware.format_table(report))
+        return 0 if report["answered"] == report["total"] else 1
     report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,
                       confidence_threshold=args.confidence_threshold, progress=not args.no_progress,
                       secure=args.secure)

@@ -89,13 +89,70 @@ def build_parser() -> argparse.ArgumentParser:
                      help="wait this long for a worker before the first input (answers are local meanwhile)")
     run.add_argument("--log-format", choices=("text", "json"), default="json")
     run.add_argument("--log-level", default="info")
+
+    gateway = commands.add_parser("gateway", help="be a microcontroller's radio: its PAYLOAD frames on a serial "
+                                                  "line to the workers, their answers back (docs/serial.md)")
+    gateway.add_argument("--serial", required=True,
+                         help="tcp:HOST:PORT (an emulated board's line), a device such as /dev/ttyUSB0, or a pyserial URL")
+    gateway.add_argument("--baud", type=int, default=115200, help="for a real serial port")
+    gateway.add_argument("--cloud", action="append", default=[], required=True,
+                         help="worker address host:port (repeat or comma-separate)")
+    gateway.add_argument("--logits", choices=("f32", "q8"), default="f32",
+                         help="how LOGITS frames carry the remote logits: float32, or int8 with a scale")
+    gateway.add_argument("--forward-timeout-s", type=float, default=2.0,
+                         help="how long to wait for a worker's answer before leaving it to the board's deadline")
+    gateway.add_argument("--config", help="device config file (its link, TLS and token fields apply)")
+    gsec = gateway.add_argument_group("security")
+    gsec.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
+    gsec.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
+    gsec.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
+    gsec.add_argument("--token-file", metavar="FILE", help="file holding the device's token, read once at start")
+    gsec.add_argument("--tls-server-name", metavar="NAME",
+                      help="verify the workers' certificates against NAME instead of each address's host")
+    gateway.add_argument("--log-format", choices=("text", "json"), default="json")
+    gateway.add_argument("--log-level", default="info")
     return parser
+
+
+def gateway_main(args: argparse.Namespace) -> int:
+    import threading
+
+    from agilenn.serial_frames import LogitsEncoding
+    from device_agent.gateway import Gateway, open_serial
+
+    for absent in ("deadline_ms", "confidence_threshold", "precision"):
+        setattr(args, absent, None)
+    config = build_config(args)
+    try:
+        port = open_serial(args.serial, args.baud)
+    except (ValueError, OSError) as exc:
+        log.error("cannot open the serial line %s: %s", args.serial, exc)
+        return 1
+    encoding = LogitsEncoding.Q8 if args.logits == "q8" else LogitsEncoding.F32
+    gateway = Gateway(port, config, encoding, args.forward_timeout_s)
+    stop = threading.Event()
+    log.info("gateway on %s to %s", args.serial, ", ".join(config.cloud))
+    try:
+        gateway.serve(stop)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    except OSError as exc:
+        log.error("the serial line %s failed: %s", args.serial, exc)
+        return 1
+    finally:
+        gateway.close()
+        port.close()
+    log.info("forwarded %d payloads: %d answered, %d refused, %d left to the board's deadline",
+             gateway.stats.payloads, gateway.stats.answered, gateway.stats.refused, gateway.stats.silent)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     setup_logging(args.log_format, args.log_level)
+    if args.command == "gateway":
+        return gateway_main(args)
     config = build_config(args)
     bundle = Bundle(args.bundle)
     shape = tuple(bundle.manifest.input.shape)

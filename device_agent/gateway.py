@@ -76,9 +76,15 @@ class Gateway:
         self._waiters = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gateway-answer")
 
     def serve(self, stop: threading.Event) -> None:
+        """Forward frames until `stop` is set; a line that fails ends the loop with the error (OSError)."""
         last_byte = time.monotonic()
         while not stop.is_set():
-            data = self.port.read(4096)
+            try:
+                data = self._read()
+            except OSError:
+                if stop.is_set():
+                    return  # the line closed as the run ended
+                raise
             now = time.monotonic()
             if not data:
                 if self.decoder.pending and now - last_byte > GAP_S:
@@ -91,6 +97,12 @@ class Gateway:
                     self._forward(body)
                 else:
                     self.stats.bad_frames += 1
+
+    def _read(self) -> bytes:
+        """What the line holds: the first byte waits up to the port's timeout, the rest come at once."""
+        data = self.port.read(1)
+        waiting = getattr(self.port, "in_waiting", 0) if data else 0
+        return data + self.port.read(waiting) if waiting else data
 
     def close(self) -> None:
         self._waiters.shutdown(wait=False, cancel_futures=True)
