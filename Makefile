@@ -55,7 +55,7 @@ test-cluster: $(STAMP)
 
 # The firmware tests: generation, host builds over whole test splits, Cortex-M7 builds under QEMU.
 test-firmware: $(STAMP) data firmware-tools
-	$(PY) -m pytest -q -m firmware tests/test_firmware.py
+	$(PY) -m pytest -q -m firmware
 
 demo: $(STAMP) data
 	$(VENV)/bin/agilenn demo

@@ -70,8 +70,7 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
     try:
         endpoints = service.start()
         with EmulatedBoard(elf, input_bytes) as board:
-            gateway = Gateway(open_serial("tcp:" + board.radio_url.removeprefix("socket://")),
-                              DeviceConfig(cloud=endpoints), encoding)
+            gateway = Gateway(board.open_radio(open_serial), DeviceConfig(cloud=endpoints), encoding)
             gateway.wait_ready(bundle.bundle_hash, 30.0, workers=len(endpoints))
             stop = threading.Event()
             serving = threading.Thread(target=gateway.serve, args=(stop,), name="gateway", daemon=True)

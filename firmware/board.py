@@ -91,6 +91,21 @@ class EmulatedBoard:
         self.process: subprocess.Popen | None = None
         self.feeder: Feeder | None = None
 
+    def open_radio(self, opener):
+        """`opener(url)` (the gateway's serial opener) retried until QEMU opens the radio line."""
+        deadline = time.monotonic() + self.boot_timeout_s
+        while True:
+            try:
+                return opener(self.radio_url)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def connect_radio(self) -> socket.socket:
+        """The radio line as a plain socket (for a test that plays the gateway), once QEMU opens it."""
+        return _connect(self.radio_port, self.boot_timeout_s)
+
     @property
     def radio_url(self) -> str:
         return f"socket://127.0.0.1:{self.radio_port}"
