@@ -111,6 +111,8 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
         "compression_rate": float(raw_bytes / np.median(sizes)),
         "device_macs": bundle.manifest.device_macs,
         "alpha_local": bundle.manifest.mixing.alpha_local,
+        # the remote logits returned compactly (q8-v1: int8 with a scale), mixed as the device mixes them
+        "accuracy_logits_q8": float((bundle.mix(local_logits, q8_round_trip(remote_logits)).argmax(1) == labels).mean()),
     }
     if bundle.has("reference"):
         (reference_logits,) = run_batched(bundle.session("reference"), bundle.prepare(split.images), batch_size)
@@ -124,6 +126,13 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
             "payload_bytes_median_int8": float(np.median([len(p) for p in int8.payloads])),
         })
     return report
+
+
+def q8_round_trip(logits: np.ndarray) -> np.ndarray:
+    """Logits (N, classes) as a device receives them in q8-v1: each row at max|row| / 127 steps."""
+    from agilenn.v1.tensors import from_raw_tensor, q8_tensor
+
+    return np.stack([from_raw_tensor(q8_tensor(row)) for row in logits])
 
 
 def int8_features(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> np.ndarray:

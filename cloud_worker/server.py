@@ -28,7 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from agilenn.bundle import Bundle
 from agilenn.codec import CODEC_IDS, PayloadError
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
-from agilenn.v1.tensors import BUNDLE_HASH_METADATA, raw_tensor, unknown_field_numbers
+from agilenn.v1.tensors import (BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, LOGITS_CODECS, RAW_F32LE, logits_tensor,
+                                raw_tensor, unknown_field_numbers)
 from cloud_worker.config import WorkerConfig
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.security import TlsMaterial, TokenInterceptor, current_device
@@ -167,6 +168,14 @@ class MicroBatcher:
                     log.exception("delivering an answer failed")
 
 
+def _call_logits_codec(context) -> str:
+    """The logits codec a call's metadata asks for (raw-f32le when none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == LOGITS_CODEC_METADATA:
+            return value
+    return RAW_F32LE
+
+
 def _call_hash(context) -> str:
     """The bundle hash a call's metadata names for all of its requests ("" when none)."""
     for key, value in context.invocation_metadata() or ():
@@ -253,12 +262,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         return counter
 
     def _response(self, request_id: int, started: float, outcome: np.ndarray | RequestError,
-                  size: int, device: str = "") -> inference_pb2.InferResponse:
+                  size: int, device: str = "", codec: str = RAW_F32LE) -> inference_pb2.InferResponse:
         if isinstance(outcome, RequestError):
             return self._error(request_id, started, outcome, "InferStream", device)
         response = inference_pb2.InferResponse(request_id=request_id, status=self._status_ok, batch_size=size,
                                                worker_id=self.worker_id)
-        response.logits.CopyFrom(raw_tensor(outcome))
+        response.logits.CopyFrom(logits_tensor(outcome, codec))
         elapsed = time.perf_counter() - started
         response.server_ms = elapsed * 1000.0
         self.metrics.latency.observe(elapsed)
@@ -307,6 +316,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         state = _ReaderState()
         batcher = self.batcher
         call_hash = _call_hash(context)
+        codec = _call_logits_codec(context)
+        if codec not in LOGITS_CODECS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{LOGITS_CODEC_METADATA} {codec[:40]!r} is not a logits codec; "
+                                f"known: {', '.join(LOGITS_CODECS)}")
         device = current_device.get()  # the token's device; the batcher delivers outside this call's context
 
         async def read() -> None:
@@ -331,7 +345,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                             try:
                                 try:
                                     response = self._response(request_id, started, batcher.run_now(indices), 1,
-                                                              device)
+                                                              device, codec)
                                 except RequestError as exc:
                                     response = self._error(request_id, started, exc, "InferStream", device)
                                 await context.write(response)
@@ -340,7 +354,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                         else:
                             owed += 1
                             batcher.submit(indices, lambda outcome, size, rid=request_id, t=started:
-                                           batched.put_nowait(self._response(rid, t, outcome, size, device)))
+                                           batched.put_nowait(self._response(rid, t, outcome, size, device, codec)))
                     if self.draining:
                         break
                     state.waiting = True
@@ -383,7 +397,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             input=inference_pb2.InputSpec(shape=spec.shape, dtype=spec.dtype, mean=spec.mean, std=spec.std),
             codec=self._codec.codec_id, remote_shape=self._remote_shape, num_classes=len(manifest.labels),
             endpoints=self._endpoints(), worker_id=self.worker_id, max_message_bytes=self.config.max_message_bytes,
-            accepts_call_bundle_hash=True)
+            accepts_call_bundle_hash=True, logits_codecs=list(LOGITS_CODECS))
 
     async def EchoStream(self, request_iterator, context):
         async for message in request_iterator:

@@ -70,7 +70,8 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
     try:
         endpoints = service.start()
         with EmulatedBoard(elf, input_bytes) as board:
-            gateway = Gateway(board.open_radio(open_serial), DeviceConfig(cloud=endpoints), encoding)
+            codec = "q8-v1" if encoding == LogitsEncoding.Q8 else "raw-f32le"
+            gateway = Gateway(board.open_radio(open_serial), DeviceConfig(cloud=endpoints, logits_codec=codec), encoding)
             gateway.wait_ready(bundle.bundle_hash, 30.0, workers=len(endpoints))
             stop = threading.Event()
             serving = threading.Thread(target=gateway.serve, args=(stop,), name="gateway", daemon=True)

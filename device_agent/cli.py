@@ -52,6 +52,8 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
         data["local_confidence_threshold"] = args.confidence_threshold
     if args.precision is not None:
         data["precision"] = args.precision
+    if getattr(args, "logits_codec", None) is not None:
+        data["logits_codec"] = args.logits_codec
     for flag, field in (("ca", "ca_file"), ("cert", "cert_file"), ("key", "key_file"), ("token_file", "token_file"),
                         ("tls_server_name", "tls_server_name")):
         value = getattr(args, flag)
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="device front to run (default float32; int8 needs a bundle exported with it)")
     run.add_argument("--confidence-threshold", type=float, default=None,
                      help="answer locally when the local top probability reaches this")
+    run.add_argument("--logits-codec", choices=("raw-f32le", "q8-v1"), default=None,
+                     help="how workers return the remote logits: float32 (default) or q8-v1, int8 with a scale")
     security = run.add_argument_group("security")
     security.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
     security.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
@@ -98,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--cloud", action="append", default=[], required=True,
                          help="worker address host:port (repeat or comma-separate)")
     gateway.add_argument("--logits", choices=("f32", "q8"), default="f32",
-                         help="how LOGITS frames carry the remote logits: float32, or int8 with a scale")
+                         help="how the remote logits travel, from the workers (raw-f32le or q8-v1) and in LOGITS "
+                              "frames: float32, or int8 with a scale")
     gateway.add_argument("--forward-timeout-s", type=float, default=2.0,
                          help="how long to wait for a worker's answer before leaving it to the board's deadline")
     gateway.add_argument("--config", help="device config file (its link, TLS and token fields apply)")
@@ -122,6 +127,7 @@ def gateway_main(args: argparse.Namespace) -> int:
 
     for absent in ("deadline_ms", "confidence_threshold", "precision"):
         setattr(args, absent, None)
+    args.logits_codec = "q8-v1" if args.logits == "q8" else None
     config = build_config(args)
     try:
         port = open_serial(args.serial, args.baud)

@@ -40,6 +40,9 @@ class DeviceConfig(BaseModel):
         "float32", description="which device front of the bundle to run: device.onnx, or device.int8.onnx "
                                "(statically quantized, verified within half a point of float at export)")
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest response accepted")
+    logits_codec: Literal["raw-f32le", "q8-v1"] = Field(
+        "raw-f32le", description="how the workers return the remote logits: float32, or q8-v1 (int8 with a scale: "
+                                 "14 bytes instead of 40 for 10 classes) where the worker offers it")
     # Security: with ca_file every link is TLS, verified against that CA, and never falls back to plaintext.
     ca_file: str | None = Field(None, description="PEM CA that signed the workers' certificates: connect with TLS")
     cert_file: str | None = Field(None, description="PEM client certificate, for workers that require one (mutual TLS)")

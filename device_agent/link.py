@@ -19,7 +19,7 @@ import grpc
 
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.network import address_host, is_loopback_host
-from agilenn.v1.tensors import BUNDLE_HASH_METADATA
+from agilenn.v1.tensors import BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, RAW_F32LE
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ class Link:
                  reconnect_max_s: float, max_message_bytes: int, clock: Callable[[], float],
                  on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None,
                  credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
-                 tls_server_name: str | None = None) -> None:
+                 tls_server_name: str | None = None, logits_codec: str = RAW_F32LE) -> None:
         """`credentials`: connect with TLS (never plaintext); `token`: sent as bearer metadata on every call;
         `tls_server_name`: verify the worker's certificate against this name instead of the address's host."""
         self.address = address
+        self._logits_codec = logits_codec  # asked of workers that offer it; others answer raw-f32le
         self._credentials = credentials
         self._tls_server_name = tls_server_name
         self._auth_metadata = ((AUTHORIZATION_METADATA, f"Bearer {token}"),) if token else ()
@@ -233,8 +234,10 @@ class Link:
             # the bundle is named once for the stream, and in every request only for a worker
             # that predates that (it would refuse requests naming none)
             self._hash_per_request = "" if info.accepts_call_bundle_hash else self.bundle_hash
-            responses = self._call = stub.InferStream(
-                _requests(outbox), metadata=((BUNDLE_HASH_METADATA, self.bundle_hash),) + self._auth_metadata)
+            metadata = ((BUNDLE_HASH_METADATA, self.bundle_hash),) + self._auth_metadata
+            if self._logits_codec != RAW_F32LE and self._logits_codec in info.logits_codecs:
+                metadata += ((LOGITS_CODEC_METADATA, self._logits_codec),)
+            responses = self._call = stub.InferStream(_requests(outbox), metadata=metadata)
             with self._lock:
                 if self._closed.is_set():
                     return False

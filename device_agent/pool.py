@@ -63,7 +63,7 @@ class LinkPool:
                         reconnect_max_s=self.config.reconnect_max_s,
                         max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
                         on_info=self._on_info, credentials=self._credentials, token=self._token,
-                        tls_server_name=self.config.tls_server_name)
+                        tls_server_name=self.config.tls_server_name, logits_codec=self.config.logits_codec)
             self._links.append(link)
         link.start()
 

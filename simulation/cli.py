@@ -40,6 +40,8 @@ def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
     _measured_options(parser)
     parser.add_argument("--framing", choices=compare.FRAMINGS, default="grpc",
                         help="grpc: the runtime's own messages around each payload; raw: payload bytes only")
+    parser.add_argument("--logits-codec", choices=compare.LOGITS_CODECS, default="raw-f32le",
+                        help="how answers carry the remote logits: float32 (default) or q8-v1 (int8 with a scale)")
     parser.add_argument("--device-time", choices=("model", "firmware"), default="model",
                         help="AgileNN's device time and memory: modelled from MACs (default), or measured on its "
                              "integer C front on an emulated Cortex-M7 (the workload's firmware costs file)")
@@ -150,7 +152,7 @@ def _firmware(args, device, measured):
 
 def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | None]:
     """One result per link, and the report's path when --report asked for one."""
-    measured = compare.load_measured(args.measured)
+    measured = compare.with_logits_codec(compare.load_measured(args.measured), args.logits_codec)
     device, cloud = _profiles(args)
     firmware = _firmware(args, device, measured)
     links = [load_link(name) for name in link_names]
@@ -199,7 +201,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    measured = compare.load_measured(args.measured)
+    measured = compare.with_logits_codec(compare.load_measured(args.measured), args.logits_codec)
     device, cloud = _profiles(args)
     result = compare.recommend(measured, device, load_link(args.link), cloud, args.min_accuracy, args.framing)
     if args.json:

@@ -26,6 +26,23 @@ FRAMINGS = ("grpc", "raw")
 SWEEP_KBPS = (10.0, 1e7)  # crossover search range
 
 
+LOGITS_CODECS = ("raw-f32le", "q8-v1")
+
+
+def with_logits_codec(measured: MeasuredSchemes, codec: str) -> MeasuredSchemes:
+    """`measured` with its answers' logits in `codec`: q8-v1 carries a float32 scale and one byte a class
+    instead of four (the Tensor's length prefix stays one byte below 128 bytes of logits)."""
+    if codec not in LOGITS_CODECS:
+        raise ValueError(f"logits codec {codec!r}; choose one of {', '.join(LOGITS_CODECS)}")
+    if codec == "raw-f32le":
+        return measured
+    raw = 4 + measured.classes
+    saved = measured.protocol.raw_response_bytes - raw
+    protocol = measured.protocol.model_copy(update={"raw_response_bytes": raw,
+                                                    "response_bytes": measured.protocol.response_bytes - saved})
+    return measured.model_copy(update={"protocol": protocol})
+
+
 def _layers(rows: list[LayerRow]) -> tuple[Layer, ...]:
     return tuple(Layer(**row.model_dump()) for row in rows)
 

@@ -67,7 +67,7 @@ class InputSpec(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
 class ServiceInfo(_message.Message):
-    __slots__ = ("bundle_hash", "bundle_name", "input", "codec", "remote_shape", "num_classes", "endpoints", "worker_id", "max_message_bytes", "accepts_call_bundle_hash")
+    __slots__ = ("bundle_hash", "bundle_name", "input", "codec", "remote_shape", "num_classes", "endpoints", "worker_id", "max_message_bytes", "accepts_call_bundle_hash", "logits_codecs")
     BUNDLE_HASH_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class ServiceInfo(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_CALL_BUNDLE_HASH_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_CODECS_FIELD_NUMBER: _ClassVar[int]
     bundle_hash: str
     bundle_name: str
     input: InputSpec
@@ -88,7 +89,8 @@ class ServiceInfo(_message.Message):
     worker_id: str
     max_message_bytes: int
     accepts_call_bundle_hash: bool
-    def __init__(self, bundle_hash: _Optional[str] = ..., bundle_name: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., codec: _Optional[str] = ..., remote_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., endpoints: _Optional[_Iterable[str]] = ..., worker_id: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_call_bundle_hash: _Optional[bool] = ...) -> None: ...
+    logits_codecs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bundle_hash: _Optional[str] = ..., bundle_name: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., codec: _Optional[str] = ..., remote_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., endpoints: _Optional[_Iterable[str]] = ..., worker_id: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_call_bundle_hash: _Optional[bool] = ..., logits_codecs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EchoMessage(_message.Message):
     __slots__ = ("request_id", "data")
