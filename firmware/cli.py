@@ -1,6 +1,6 @@
 """`agilenn firmware`: the device front as integer C, built for the host or a Cortex-M7 and run there.
 
-    agilenn firmware generate --bundle B --out DIR [--target cortex-m7]
+    agilenn firmware generate --bundle B --out DIR [--target cortex-m7] [--app harness|offload]
     agilenn firmware build    --bundle B --target host|cortex-m7 --out DIR
     agilenn firmware run      --bundle B --target host|cortex-m7 --source X.npy --sink out.jsonl [--limit N]
     agilenn firmware check    --bundle B [--target host|cortex-m7] [--limit N] [--json]
@@ -18,8 +18,8 @@ import numpy as np
 
 from agilenn.bundle import Bundle
 from firmware import checks
-from firmware.build import ToolchainError, build
-from firmware.codegen import FrontTooLargeError, generate
+from firmware.build import ToolchainError, build, build_offload_app
+from firmware.codegen import APPS, FrontTooLargeError, generate
 from firmware.integer_front import UnsupportedFrontError
 from firmware.run import run_build
 from firmware.targets import TARGETS, target_named
@@ -47,7 +47,8 @@ def _load_source(path: Path, shape: tuple[int, int, int], limit: int | None) -> 
 
 
 def _generate(args) -> int:
-    record = generate(Bundle(args.bundle), args.out, target_named(args.target))
+    record = generate(Bundle(args.bundle), args.out, target_named(args.target), app=args.app,
+                      deadline_ms=args.deadline_ms)
     print(f"wrote the C front of {record['bundle']} to {args.out}: {record['macs']} MACs, "
           f"{record['constant_bytes']} bytes of weights and tables, arena {record['arena_bytes']} bytes, "
           f"payload buffer {record['payload_capacity_bytes']} bytes")
@@ -56,8 +57,13 @@ def _generate(args) -> int:
 
 def _build(args) -> int:
     out = Path(args.out)
-    generate(Bundle(args.bundle), out / "src", target_named(args.target))
-    result = build(args.target, out / "src", out)
+    generate(Bundle(args.bundle), out / "src", target_named(args.target), app=args.app, deadline_ms=args.deadline_ms)
+    if args.app == "offload":
+        if args.target != "cortex-m7":
+            raise ToolchainError("the offload app runs on the cortex-m7 target (the emulated board's UARTs)")
+        result = build_offload_app(out / "src", out)
+    else:
+        result = build(args.target, out / "src", out)
     print(f"built {result.binary}")
     return 0
 
@@ -109,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--target", choices=targets, required=True)
     build_parser.add_argument("--out", required=True, help="folder for the sources (src/) and the binary")
     build_parser.set_defaults(handler=_build)
+    for sub in (generate_parser, build_parser):
+        sub.add_argument("--app", choices=APPS, default="harness",
+                         help="harness: the front alone (tests, check, run); offload: also the microcontroller's "
+                              "offload loop over its UARTs (docs/serial.md)")
+        sub.add_argument("--deadline-ms", type=int, default=50,
+                         help="with --app offload: how long the board waits for the remote logits")
 
     run_parser = commands.add_parser("run", help="run the built front over a .npy file of raw images")
     run_parser.add_argument("--bundle", required=True)
