@@ -25,7 +25,7 @@ from agilenn.bundle import Bundle
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig
-from device_agent.link import Link, Slot
+from device_agent.link import Link, Slot, status_name
 from device_agent.pool import BundleMismatchError, LinkPool, read_credentials  # noqa: F401 (the agent's API)
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class DeviceAgent:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
         if response.status.code != 0:
-            reason = f"worker_error: {_code_name(response.status.code)}: {response.status.message}"
+            reason = f"worker_error: {status_name(response.status.code)}: {response.status.message}"
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, reason,
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
         try:
@@ -202,9 +202,3 @@ class DeviceAgent:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)

@@ -24,7 +24,7 @@ from agilenn.serial_frames import (FrameDecoder, FrameError, FrameType, LogitsEn
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig
-from device_agent.link import Slot
+from device_agent.link import Slot, status_name
 from device_agent.pool import LinkPool
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Gateway:
             return
         if response.status.code != 0:
             self._refuse(device_request, response.status.code,
-                         f"worker_error: {_code_name(response.status.code)}: {response.status.message}")
+                         f"worker_error: {status_name(response.status.code)}: {response.status.message}")
             return
         try:
             logits = from_raw_tensor(response.logits)
@@ -187,12 +187,6 @@ class Gateway:
             self.port.write(frame)
             self.stats.bytes_out += len(frame)
 
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)
 
 
 def open_serial(spec: str, baud: int = 115200):

@@ -31,6 +31,14 @@ _ACCESS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_D
 _TLS_FAILURE_MARKS = ("ssl", "handshake", "certificate")
 
 
+def status_name(code: int) -> str:
+    """The gRPC status name of a code number (an answer's Status.code)."""
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)
+
+
 class Slot:
     """Where the answer to one request lands."""
 
