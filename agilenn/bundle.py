@@ -138,6 +138,25 @@ def write_serving_files(contents: dict[str, bytes], folder: str | Path) -> Path:
     return folder
 
 
+def _check_file_name(folder: Path, role: str, name: str) -> None:
+    """A bundle's files are plain names inside its folder: no path, no link out of it."""
+    if not name or Path(name).name != name or name in (".", "..") or "\\" in name:
+        raise BundleError(f"{folder}: the {role} file {name!r} is not a plain file name inside the bundle")
+    path = (folder / name)
+    if path.exists() and folder.resolve() not in path.resolve().parents:
+        raise BundleError(f"{folder}: the {role} file {name!r} leads out of the bundle, to {path.resolve()}")
+
+
+def _check_front_digests(folder: Path, manifest: Manifest) -> None:
+    """Each device front whose SHA-256 the manifest declares must have it."""
+    for precision, front in manifest.device_fronts.items():
+        _check_file_name(folder, f"{precision} device front", front.file)
+        path = folder / front.file
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() != front.sha256:
+            raise BundleError(f"{folder}: the {precision} device front {front.file} does not have the SHA-256 "
+                              f"the manifest declares ({front.sha256})")
+
+
 class Bundle:
     """A loaded, verified bundle. ONNX Runtime sessions are created on first use."""
 
@@ -158,9 +177,11 @@ class Bundle:
         except Exception as exc:
             raise BundleError(f"{path} does not describe a bundle: {exc}") from None
         for role, name in self.manifest.files.items():
+            _check_file_name(self.folder, role, name)
             if not (self.folder / name).exists():
                 raise BundleError(f"{self.folder}: the {role} file {name} is missing")
         if verify:
+            _check_front_digests(self.folder, self.manifest)
             actual = compute_bundle_hash(self.folder, self.manifest)
             if actual != self.manifest.bundle_hash:
                 raise BundleError(

@@ -98,10 +98,17 @@ class ZlibCodec(BitPackCodec):
         return zlib.compress(super().encode(indices), 9)
 
     def decode(self, payload: bytes) -> np.ndarray:
+        # Inflate at most one byte more than a payload holds: a small bomb cannot cost more than that.
+        inflater = zlib.decompressobj()
         try:
-            packed = zlib.decompress(payload)
+            packed = inflater.decompress(payload, self.payload_bytes + 1)
         except zlib.error as exc:
             raise PayloadError(f"{self.codec_id} payload does not inflate: {exc}") from None
+        if len(packed) > self.payload_bytes or inflater.unconsumed_tail:
+            raise PayloadError(f"{self.codec_id} payload inflates beyond the {self.payload_bytes} bytes of "
+                               f"{self.count} indices")
+        if not inflater.eof:
+            raise PayloadError(f"{self.codec_id} payload does not inflate: incomplete or truncated stream")
         return super().decode(packed)
 
 

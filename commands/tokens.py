@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from cloud_worker.tokens import issue_token, read_token_file, revoke_tokens, token_file_lock, write_token_file
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable and writable by its owner only, before any secret is in it."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT: set it
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     add = commands.add_parser("add", help="issue a token for a device; prints the token alone on stdout")
     add.add_argument("--file", required=True, help="token file (created when missing)")
     add.add_argument("--device", required=True, help="device name; labels the workers' logs and metrics")
+    add.add_argument("--out", default=None, metavar="FILE",
+                     help="write the token to FILE, readable by its owner only (0600), instead of printing it")
     revoke = commands.add_parser("revoke", help="revoke a device's tokens (or one token by id)")
     revoke.add_argument("--file", required=True, help="token file")
     which = revoke.add_mutually_exclusive_group(required=True)
@@ -35,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             tokens = read_token_file(args.file, missing_ok=True)
             token, entry = issue_token(tokens, args.device)
             write_token_file(args.file, tokens)
+        if args.out:
+            _write_private(Path(args.out), token + "\n")
+            print(f"token {entry.id} issued to device {entry.device!r}, written to {args.out} (mode 0600); "
+                  "give it to the device (agilenn device run --token-file FILE)", file=sys.stderr)
+            return 0
         print(f"token {entry.id} issued to device {entry.device!r}; it is shown once, store it on the device "
               "(agilenn device run --token-file FILE)", file=sys.stderr)
         print(token)

@@ -165,6 +165,8 @@ class DeviceAgent:
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
         try:
             remote = from_raw_tensor(response.logits)
+            if remote.shape != local.shape:
+                raise TensorError(f"remote logits shaped {remote.shape}, expected {local.shape}")
         except TensorError as exc:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, f"worker_error: {exc}",
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)

@@ -11,11 +11,15 @@ Images are raw pixel levels 0..255 (uint8, or floats on that scale).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
+
+# A .npy array on stdin may hold at most this many samples: its header is checked before any data is read.
+MAX_STREAM_SAMPLES = 65536
 
 
 class SourceError(ValueError):
@@ -40,25 +44,60 @@ def _is_idx(path: Path) -> bool:
     return name.endswith((".idx", ".idx.gz", "-ubyte", "-ubyte.gz"))
 
 
-class _Unseekable:
-    """Hides the file behind a stream so numpy reads it with read() alone (pipes cannot seek)."""
+def _header(stream, name: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran order, data bytes) of a .npy header, read without reading the data."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)(stream)
+    except ValueError as exc:
+        raise SourceError(f"{name}: not a .npy array: {exc}") from None
+    shape, fortran, dtype = header
+    if dtype.hasobject:
+        raise SourceError(f"{name}: a .npy array of Python objects is refused (it would need unpickling)")
+    return tuple(shape), dtype, fortran, math.prod(int(d) for d in shape) * dtype.itemsize
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self.read = stream.read
+
+def load_npy(path: Path) -> np.ndarray:
+    """A .npy file, after checking that its header declares no more data than the file holds."""
+    with open(path, "rb") as stream:
+        shape, dtype, _, declared = _header(stream, path.name)
+        held = path.stat().st_size - stream.tell()
+    if declared > held:
+        raise SourceError(f"{path.name}: the header declares {shape} {dtype} ({declared:,} bytes) but the file "
+                          f"holds {held:,} bytes of data")
+    return np.load(path, allow_pickle=False)
+
+
+class _Prefixed:
+    """A stream with bytes already read put back in front (a pipe cannot seek)."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix, self._stream = prefix, stream
+
+    def read(self, size: int = -1) -> bytes:
+        head, self._prefix = self._prefix[:size] if size >= 0 else self._prefix, b""
+        rest = size - len(head) if size >= 0 else -1
+        return head + (self._stream.read(rest) if rest != 0 else b"")
 
 
 def _read_stream(stream: BinaryIO, shape: tuple[int, int, int]) -> Iterator[tuple[str, np.ndarray]]:
-    reader = _Unseekable(stream)
+    limit = MAX_STREAM_SAMPLES * math.prod(shape) * 8  # float64 samples at most
     count = 0
     while True:
-        try:
-            array = np.lib.format.read_array(reader, allow_pickle=False)
-        except ValueError as exc:
-            text = str(exc)
-            if "magic string" in text and "got 0" in text:
-                return  # a clean end between arrays
-            raise SourceError(f"stdin: array {count} is not a complete .npy array: {exc}") from None
-        yield from _samples(array, shape, f"stdin:{count}")
+        name = f"stdin:{count}"
+        first = stream.read(1)
+        if not first:
+            return  # a clean end between arrays
+        array_shape, dtype, fortran, declared = _header(_Prefixed(first, stream), name)
+        if declared > limit:
+            raise SourceError(f"{name}: the header declares {array_shape} {dtype} ({declared:,} bytes), more than "
+                              f"{MAX_STREAM_SAMPLES} samples of {shape}")
+        data = stream.read(declared)
+        if len(data) != declared:
+            raise SourceError(f"{name}: is not a complete .npy array: {len(data)} of {declared} data bytes")
+        array = np.frombuffer(data, dtype=dtype).reshape(array_shape, order="F" if fortran else "C")
+        yield from _samples(array, shape, name)
         count += 1
 
 
@@ -75,7 +114,7 @@ def iter_source(source: str, shape: tuple[int, int, int]) -> Iterator[tuple[str,
         if not files:
             raise SourceError(f"source directory {source} holds no .npy files")
         for file in files:
-            yield from _samples(np.load(file, allow_pickle=False), shape, file.name)
+            yield from _samples(load_npy(file), shape, file.name)
         return
     if _is_idx(path):
         from agilenn.datasets import read_idx
@@ -83,6 +122,6 @@ def iter_source(source: str, shape: tuple[int, int, int]) -> Iterator[tuple[str,
         yield from _samples(read_idx(path), shape, path.name)
         return
     if path.suffix == ".npy":
-        yield from _samples(np.load(path, allow_pickle=False), shape, path.name)
+        yield from _samples(load_npy(path), shape, path.name)
         return
     raise SourceError(f"source {source}: expected a .npy file, a directory of them, an IDX file or '-'")

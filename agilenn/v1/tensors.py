@@ -5,6 +5,8 @@ Needs numpy and the generated messages only, so both the device and the cloud im
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -58,7 +60,7 @@ def from_raw_tensor(tensor: inference_pb2.Tensor) -> np.ndarray:
     if dtype is None:
         raise TensorError(f"tensor codec {tensor.codec!r} is not raw; raw codecs: {', '.join(_RAW_DTYPES)}, or {Q8}")
     shape = tuple(tensor.shape)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(int(d) for d in shape) * dtype.itemsize  # Python ints: a huge shape cannot wrap to 0
     if len(tensor.data) != expected:
         raise TensorError(f"{tensor.codec} tensor shaped {shape} needs {expected} bytes, got {len(tensor.data)}")
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
@@ -66,7 +68,7 @@ def from_raw_tensor(tensor: inference_pb2.Tensor) -> np.ndarray:
 
 def _from_q8(tensor: inference_pb2.Tensor) -> np.ndarray:
     shape = tuple(tensor.shape)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(int(d) for d in shape)
     if len(tensor.data) != 4 + count:
         raise TensorError(f"{Q8} tensor shaped {shape} needs {4 + count} bytes, got {len(tensor.data)}")
     scale = np.frombuffer(tensor.data[:4], "<f4")[0]
