@@ -28,7 +28,18 @@ class WorkerConfig(BaseModel):
                     "would answer every request late, while one that sheds answers most in time and lets the device "
                     "answer the rest locally at once instead of after its deadline",
     )
-    max_message_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get RESOURCE_EXHAUSTED")
+    max_message_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get RESOURCE_EXHAUSTED; "
+                                                                  "also the largest answer the worker sends")
+    max_owed_answers: int = Field(
+        256, ge=1, description="answers one InferStream may owe (computed, not yet taken by the client) before the "
+                               "worker stops reading it: a client that does not read its answers is held by flow "
+                               "control instead of growing the worker's memory")
+    max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="calls (streams included) served at once; beyond, RESOURCE_EXHAUSTED")
+    max_concurrent_streams: int = Field(100, ge=1, description="HTTP/2 streams one connection may open at once")
+    keepalive_time_s: float = Field(60.0, gt=0, description="ping an idle connection this often")
+    keepalive_timeout_s: float = Field(20.0, gt=0, description="close a connection whose ping goes unanswered this long")
+    max_connection_idle_s: float = Field(900.0, gt=0, description="close a connection without calls this long")
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
     drain_timeout_s: float = Field(10.0, ge=0.0, description="graceful shutdown waits this long for in-flight requests")
     metrics_port: int | None = Field(

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 AUTHORIZATION_METADATA = "authorization"
 # calls anyone may make: a load balancer or Kubernetes probe carries no token
-_OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+# Only a probe's one-shot Check is open; Watch streams need a token like any other call.
+_OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/Check",)
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")  # the public part of a token (cloud_worker.tokens)
 
 # the device a call's token belongs to ("" when tokens are off), for logs and metric labels

@@ -168,6 +168,15 @@ class MicroBatcher:
                     log.exception("delivering an answer failed")
 
 
+ECHO_MAX_CHARS = 80  # an error message quotes at most this much of what a client sent
+
+
+def _quote(value) -> str:
+    """`value` as an error message may show it: a short prefix, never the client's whole input."""
+    text = repr(value)
+    return text if len(text) <= ECHO_MAX_CHARS else text[:ECHO_MAX_CHARS] + f"... ({len(text)} characters)"
+
+
 def _call_logits_codec(context) -> str:
     """The logits codec a call's metadata asks for (raw-f32le when none)."""
     for key, value in context.invocation_metadata() or ():
@@ -237,7 +246,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             named_by = "the request" if request.bundle_hash else f"the call's {BUNDLE_HASH_METADATA} metadata"
             raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"bundle mismatch: {named_by} names {claimed} "
+                f"bundle mismatch: {named_by} names {_quote(claimed)} "
                 f"but this worker serves {self.bundle.bundle_hash}")
         features = request.features
         codec = features.codec
@@ -245,11 +254,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             known = ", ".join(CODEC_IDS)
             what = "is known but" if codec in CODEC_IDS else f"is not a known codec ({known}) and"
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"features codec {codec!r} {what} this bundle's payloads use {self._codec.codec_id!r}")
+                               f"features codec {_quote(codec)} {what} this bundle's payloads use "
+                               f"{self._codec.codec_id!r}")
         shape = tuple(features.shape)
         if shape != self._remote_shape:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"features shaped {shape}, but this bundle's remote indices are shaped {self._remote_shape}")
+                               f"features shaped {_quote(shape)}, but this bundle's remote indices are shaped "
+                               f"{self._remote_shape}")
         try:
             return self._codec.decode(features.data)
         except PayloadError as exc:
@@ -315,6 +326,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         failure: list[BaseException] = []
         state = _ReaderState()
         batcher = self.batcher
+        max_owed = self.config.max_owed_answers
+        space = asyncio.Event()  # set when an answer owed is written: the reader may go on
         call_hash = _call_hash(context)
         codec = _call_logits_codec(context)
         if codec not in LOGITS_CODECS:
@@ -329,6 +342,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 state.waiting = True
                 async for request in request_iterator:
                     state.waiting = False
+                    while owed >= max_owed:  # the client is not taking its answers: stop reading it
+                        space.clear()  # (not "waiting": a request is in hand, a drain must not cancel it)
+                        await space.wait()
                     started = time.perf_counter()
                     request_id = request.request_id
                     try:
@@ -377,6 +393,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     reading = False
                     continue
                 owed -= 1
+                space.set()
                 writing = True
                 try:
                     await context.write(item)
@@ -461,10 +478,16 @@ def create_server(bundle: Bundle, config: WorkerConfig | None = None, address: s
     metrics = WorkerMetrics(worker_id)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a port already taken is an error, not a silent share
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(config.max_connection_idle_s * 1000)),
     ]
     token_check = TokenInterceptor(tokens, metrics, worker_id) if tokens is not None else None
-    server = grpc.aio.server(options=options, interceptors=[token_check] if token_check is not None else None)
+    server = grpc.aio.server(options=options, interceptors=[token_check] if token_check is not None else None,
+                             maximum_concurrent_rpcs=config.max_concurrent_rpcs)
     port_holder: dict[str, int] = {}
 
     def own_endpoints() -> list[str]:

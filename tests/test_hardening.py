@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import stat
 import struct
@@ -138,3 +139,105 @@ def test_secrets_are_ignored_by_git_and_kept_out_of_images():
     for pattern in ("*.key", "*.pem", "*.token"):
         assert pattern in gitignore
         assert f"**/{pattern}" in dockerignore
+
+
+# -- 1. answers a client never reads -----------------------------------------------------------------
+
+def test_an_error_answer_quotes_no_more_than_a_short_prefix_of_the_request(worker_server):
+    import grpc
+
+    from agilenn.v1 import inference_pb2_grpc
+
+    bundle = Bundle(TINY)
+    request = inference_pb2.InferRequest(request_id=1, bundle_hash=bundle.bundle_hash, features=inference_pb2.Tensor(
+        data=b"x", shape=[127] * 6000, codec=bundle.codec.codec_id))
+    with worker_server(bundle) as server, grpc.insecure_channel(server.address) as channel:
+        (answer,) = list(inference_pb2_grpc.InferenceStub(channel).InferStream(iter([request]), timeout=10))
+    assert answer.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert len(answer.status.message) < 300 and "characters)" in answer.status.message
+    assert answer.ByteSize() < 400
+
+
+def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
+    """A client that takes no answers: the worker reads at most max_owed_answers (+ the one in hand) of its
+    requests, and flow control holds the rest with the client."""
+    import asyncio
+
+    from cloud_worker.config import WorkerConfig
+    from cloud_worker.server import create_server
+
+    bundle = Bundle(TINY)
+    server, _ = create_server(bundle, WorkerConfig(max_owed_answers=4), "127.0.0.1:0")
+    servicer = server.servicer
+    read = []
+
+    async def requests():
+        for request_id in range(1, 200):
+            read.append(request_id)
+            yield inference_pb2.InferRequest(request_id=request_id, bundle_hash="sha256:" + "0" * 64)
+
+    class NeverTaken:  # a client whose answers are never taken: writing one waits forever
+        def invocation_metadata(self):
+            return ()
+
+        async def write(self, _answer):
+            await asyncio.Event().wait()
+
+        async def abort(self, code, message):
+            raise AssertionError(f"aborted: {code} {message}")
+
+    async def run() -> None:
+        stream = asyncio.ensure_future(servicer.InferStream(requests(), NeverTaken()))
+        await asyncio.sleep(0.5)
+        stream.cancel()
+
+    asyncio.run(run())
+    assert len(read) <= 4 + 2  # four owed, one being written, one in hand
+
+
+# -- 5. health watches and connection limits ---------------------------------------------------------
+
+def test_only_health_check_is_open_without_a_token(worker_server):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from cloud_worker.tokens import TokenTable
+
+    bundle = Bundle(TINY)
+    tokens = TokenTable()
+    with worker_server(bundle, tokens=tokens) as server, grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(health.Watch(health_pb2.HealthCheckRequest(), timeout=5)))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_calls_beyond_the_concurrent_limit_are_refused(worker_server):
+    import grpc
+
+    from agilenn.v1 import inference_pb2_grpc
+    from cloud_worker.config import WorkerConfig
+
+    bundle = Bundle(TINY)
+    with worker_server(bundle, WorkerConfig(max_concurrent_rpcs=2)) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        held = [queue.SimpleQueue() for _ in range(4)]
+
+        def source(q):
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                yield item
+
+        calls = [stub.InferStream(source(q), timeout=10) for q in held]
+        codes = []
+        for call in calls[2:]:
+            with pytest.raises(grpc.RpcError) as caught:
+                next(call)
+            codes.append(caught.value.code())
+        for q in held:
+            q.put(None)
+    assert codes == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
