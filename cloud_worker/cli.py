@@ -29,7 +29,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         data = validate_mapping(ServeConfig, data, args.config, "cloud config").model_dump(exclude_unset=True)
     worker = dict(data.get("worker", {}))
     for field in ("max_batch_size", "max_batch_wait_ms", "max_queue_requests", "metrics_port", "max_message_bytes",
-                  "drain_timeout_s"):
+                  "drain_timeout_s", "max_owed_answers", "max_concurrent_rpcs", "max_concurrent_streams"):
         value = getattr(args, field)
         if value is not None:
             worker[field] = value
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "device answers locally (reason overloaded) (default 128)")
     serve.add_argument("--max-message-bytes", type=int, default=None)
     serve.add_argument("--drain-timeout-s", type=float, default=None)
+    serve.add_argument("--max-owed-answers", type=int, default=None,
+                       help="answers one stream may owe before the worker stops reading it (default 256)")
+    serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
+                       help="calls served at once; beyond, RESOURCE_EXHAUSTED (default 1024)")
+    serve.add_argument("--max-concurrent-streams", type=int, default=None,
+                       help="HTTP/2 streams per connection (default 100)")
     serve.add_argument("--metrics-port", type=int, default=None,
                        help="Prometheus metrics of worker i on METRICS_PORT+i (default: none)")
     serve.add_argument("--config", help="YAML/JSON file with ServeConfig fields (flags override it)")
