@@ -586,3 +586,25 @@ def test_dashboard_queries_only_metrics_and_labels_the_workers_export() -> None:
         assert not check_labels or used <= labels, f"unknown labels {used - labels} in {query}"
     assert queried <= exported, f"not exported by cloud_worker/metrics.py: {sorted(queried - exported)}"
     assert any("shed" in name for name in queried), "a panel shows the shed requests"
+
+
+def test_ray_pods_mount_no_service_account_token_and_keep_their_root_read_only() -> None:
+    for name, template in pod_templates().items():
+        spec = template["spec"]
+        assert spec.get("automountServiceAccountToken") is False, name
+        for container in spec["containers"]:
+            assert container["securityContext"].get("readOnlyRootFilesystem") is True, (name, container["name"])
+            mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{name}: Ray writes its sessions under /tmp, an emptyDir"
+            assert {"name": "HOME", "value": "/tmp"} in container.get("env", []), name
+
+
+def test_the_network_policy_lets_the_pods_reach_only_each_other_and_dns() -> None:
+    policy = one(K8S / "networkpolicy.yaml", "NetworkPolicy")["spec"]
+    assert "Egress" in policy["policyTypes"]
+    cluster = {"podSelector": {"matchLabels": policy["podSelector"]["matchLabels"]}}
+    for rule in policy["egress"]:
+        if rule["to"] == [cluster]:
+            continue
+        assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
+        assert rule["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
