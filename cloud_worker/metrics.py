@@ -22,7 +22,7 @@ class WorkerMetrics:
         self._device_labels: set[str] = set()
         self.auth_refusals = Counter(
             "agilenn_auth_refusals",
-            "Calls refused for their token, by reason (missing, malformed, unknown, revoked; busy: too many checks "
+            "Calls refused for their token, by reason (missing, malformed, unknown, revoked; locked: an id that failed too many checks; busy: too many checks "
             "at once)",
             ["reason"], registry=self.registry)
         self.errors = Counter(

@@ -144,9 +144,16 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     """
 
     _LOG_EVERY_S = 10.0  # a device retrying with a bad token is logged at most this often
-    # scrypt checks under way at once; beyond, a call is answered UNAVAILABLE (the device retries later):
-    # token ids are not secret, so anyone could otherwise make a worker hash without limit
+    # Token ids are not secret, so anyone could make a worker hash (scrypt) without limit. Unknown and
+    # revoked ids are refused before hashing; an id that failed MAX_FAILED_CHECKS checks within
+    # FAILED_CHECKS_WINDOW_S is refused without hashing for LOCKOUT_S; at most MAX_CONCURRENT_VERIFICATIONS
+    # checks run at once and the others wait their turn in order (a first check of a genuine device
+    # waits, it is not refused), up to MAX_WAITING_VERIFICATIONS waiting, beyond which UNAVAILABLE.
     MAX_CONCURRENT_VERIFICATIONS = 4
+    MAX_WAITING_VERIFICATIONS = 256
+    MAX_FAILED_CHECKS = 5
+    FAILED_CHECKS_WINDOW_S = 60.0
+    LOCKOUT_S = 30.0
 
     def __init__(self, table: TokenTable, metrics, worker_id: str = "") -> None:
         self.table = table
@@ -154,7 +161,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         self.worker_id = worker_id
         self.awaiting_table = False  # a restarted worker refuses (UNAVAILABLE) until it is sent the current table
         self._logged: dict[tuple[str, str], float] = {}
-        self._verifications = 0  # scrypt checks under way (the event loop's thread alone changes it)
+        self._verifications = 0  # scrypt checks under way or waiting (the event loop's thread alone changes it)
+        self._slots: asyncio.Semaphore | None = None  # made in the serving loop
+        self._failures: dict[str, list[float]] = {}  # token id -> times of its recent failed checks
+        self._locked_until: dict[str, float] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -173,20 +183,50 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             entry, secret, verified = table.lookup(token)
             matched = False
             if not verified:
-                if self._verifications >= self.MAX_CONCURRENT_VERIFICATIONS:
+                locked = self._locked_for(entry.id)
+                if locked > 0:
+                    self.metrics.auth_refusals.labels(reason="locked").inc()
+                    return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED,
+                                     f"token not accepted: too many failed checks of this token id; retry in "
+                                     f"{locked:.0f} s")
+                if self._verifications >= self.MAX_CONCURRENT_VERIFICATIONS + self.MAX_WAITING_VERIFICATIONS:
                     self.metrics.auth_refusals.labels(reason="busy").inc()
                     return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
                                      f"worker {self.worker_id} is checking other tokens; retry shortly")
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(self.MAX_CONCURRENT_VERIFICATIONS)
                 self._verifications += 1
                 try:
-                    matched = await asyncio.get_running_loop().run_in_executor(
-                        None, table.secret_matches, entry, secret)
+                    async with self._slots:  # first come, first served
+                        matched = self._locked_for(entry.id) <= 0 and await asyncio.get_running_loop(
+                        ).run_in_executor(None, table.secret_matches, entry, secret)
                 finally:
                     self._verifications -= 1
+                if not matched:
+                    self._failed(entry.id)
             entry = table.accept(entry, secret, verified or matched)
         except TokenRefusal as refusal:
             return self._refuse(handler, handler_call_details.method, refusal, token)
         return self._authorised(handler, entry.id, entry.device)
+
+    def _locked_for(self, token_id: str) -> float:
+        """Seconds left of `token_id`'s lock-out (0: not locked)."""
+        left = self._locked_until.get(token_id, 0.0) - time.monotonic()
+        if left <= 0:
+            self._locked_until.pop(token_id, None)
+        return max(left, 0.0)
+
+    def _failed(self, token_id: str) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(token_id, []) if now - t < self.FAILED_CHECKS_WINDOW_S] + [now]
+        if len(self._failures) > 4096:  # bounded memory whatever the ids tried
+            self._failures.clear()
+        self._failures[token_id] = recent
+        if len(recent) >= self.MAX_FAILED_CHECKS:
+            self._locked_until[token_id] = now + self.LOCKOUT_S
+            self._failures.pop(token_id, None)
+            log.warning("token id %s failed %d checks within %g s: refused without checking for %g s",
+                        token_id, len(recent), self.FAILED_CHECKS_WINDOW_S, self.LOCKOUT_S)
 
     def _refuse(self, handler, method: str, refusal: TokenRefusal, token: str | None):
         self.metrics.auth_refusals.labels(reason=refusal.reason).inc()

@@ -55,6 +55,11 @@ HOW_TO_GET_A_TOKEN = ("ask the operator for a token (agilenn tokens add --file T
                       "and run the device with --token-file")
 
 
+# One answer for an unknown id and for a wrong secret: ids are not secret, and whether one exists is not
+# for a caller without its secret to learn.
+NOT_ACCEPTED = f"token not accepted: no token has this id and secret; {HOW_TO_GET_A_TOKEN}"
+
+
 class TokenEntry(BaseModel):
     """One issued token, as stored: its salted hash, never the token."""
 
@@ -223,8 +228,10 @@ class TokenTable:
                                             f"prints it; {HOW_TO_GET_A_TOKEN}")
         token_id, secret = parts
         entry = self._entries.get(token_id)
-        if entry is None:
-            raise TokenRefusal("unknown", f"unknown token: this service has no token {token_id}; {HOW_TO_GET_A_TOKEN}")
+        if entry is None:  # refused before any hashing, in the very words of a wrong secret
+            raise TokenRefusal("unknown", NOT_ACCEPTED)
+        if entry.revoked:
+            self.check_current(token_id)  # refused before any hashing
         accepted = self._accepted.get(token_id)
         return entry, secret, accepted is not None and hmac.compare_digest(accepted, self._digest(secret))
 
@@ -238,8 +245,7 @@ class TokenTable:
     def accept(self, entry: TokenEntry, secret: str, matched: bool) -> TokenEntry:
         """The verdict for a looked-up token once `secret_matches` has run (or was cached)."""
         if not matched:
-            raise TokenRefusal("unknown", f"unknown token: the secret of token {entry.id} does not match; "
-                                          f"{HOW_TO_GET_A_TOKEN}")
+            raise TokenRefusal("unknown", NOT_ACCEPTED)
         if self._entries.get(entry.id) is entry:  # not replaced by a reload while hashing
             self._accepted[entry.id] = self._digest(secret)
         return self.check_current(entry.id)
