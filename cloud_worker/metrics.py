@@ -22,8 +22,8 @@ class WorkerMetrics:
         self._device_labels: set[str] = set()
         self.auth_refusals = Counter(
             "agilenn_auth_refusals",
-            "Calls refused for their token, by reason (missing, malformed, unknown, revoked; locked: an id that failed too many checks; busy: too many checks "
-            "at once)",
+            "Calls refused for their token, by reason (missing, malformed, unknown, revoked; locked: an id that failed "
+            "too many checks; busy: too many checks waiting)",
             ["reason"], registry=self.registry)
         self.errors = Counter(
             "agilenn_errors", "Requests answered with an error status, by code",
