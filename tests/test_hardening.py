@@ -167,8 +167,6 @@ def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
     from cloud_worker.server import create_server
 
     bundle = Bundle(TINY)
-    server, _ = create_server(bundle, WorkerConfig(max_owed_answers=4), "127.0.0.1:0")
-    servicer = server.servicer
     read = []
 
     async def requests():
@@ -187,7 +185,8 @@ def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
             raise AssertionError(f"aborted: {code} {message}")
 
     async def run() -> None:
-        stream = asyncio.ensure_future(servicer.InferStream(requests(), NeverTaken()))
+        server, _ = create_server(bundle, WorkerConfig(max_owed_answers=4), "127.0.0.1:0")  # in this loop
+        stream = asyncio.ensure_future(server.servicer.InferStream(requests(), NeverTaken()))
         await asyncio.sleep(0.5)
         stream.cancel()
 
