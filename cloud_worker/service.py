@@ -6,10 +6,12 @@ re-runs its constructor and binds the same port again) and carries the endpoint 
 every worker so that `GetServiceInfo` can tell devices where all workers are.
 
 Bundles travel through Ray too, so a worker needs no shared filesystem: the driver reads the
-bundle's serving files once, puts them in Ray's object store, and passes the reference to
-every actor with the hash it expects. Each worker writes them to a private temporary folder,
-loads and verifies the bundle there and refuses to serve a bundle with another hash. A
-restarted actor re-runs its constructor with the same reference and gets the files again.
+bundle's serving files once and gives them to a small `BundleStore` actor; every worker gets the
+store's handle with the hash it expects and fetches the files in its constructor. Each worker
+writes them to a private temporary folder, loads and verifies the bundle there and refuses to
+serve a bundle with another hash. A restarted worker fetches them again. Nothing a restart needs
+lives in the object store as a constructor argument (ray#53727): a store that Ray restarts comes
+back empty and the driver, which keeps the files, puts them in it again at its next refresh.
 
 `CloudService` is the one thin wrapper through which everything touches the cluster.
 """
@@ -82,16 +84,51 @@ def unpack_bundle(bundle_files: dict[str, bytes], expected_bundle_hash: str, wor
     return bundle
 
 
+class BundleStore:
+    """A bundle's serving files, held in this actor's memory for the workers' constructors. Ray restarts
+    it empty when it dies; the service gives it the files again."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] | None = None
+
+    def put(self, files: dict[str, bytes]) -> bool:
+        self._files = files
+        return True
+
+    def get(self) -> dict[str, bytes] | None:
+        return self._files
+
+    def has(self) -> bool:
+        return self._files is not None
+
+
+def fetch_bundle_files(store_name: str, timeout_s: float = 120.0) -> dict[str, bytes]:
+    """The files from the BundleStore named `store_name` (in this job's namespace), waiting while it is
+    empty (restarted, not yet refilled). A name, not a handle, is what the workers are given: Ray keeps an
+    actor handle passed to a constructor in the object store, which is what a restart must not depend on."""
+    import ray
+
+    store = ray.get_actor(store_name)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = ray.get(store.get.remote(), timeout=timeout_s)
+        if files is not None:
+            return files
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the bundle store stayed empty for {timeout_s:g} s: the service is gone")
+        time.sleep(0.2)
+
+
 class WorkerActor:
     """The body of one Ray worker actor (wrapped with `ray.remote` by CloudService).
 
     The gRPC server runs in an event loop on a thread of its own, started by the
     constructor, so that a restart by Ray brings the server back without a driver call.
-    `bundle_files` ({file name: bytes}, from `agilenn.bundle.serving_files`) arrives through
-    Ray's object store; the worker never reads the driver's bundle folder.
+    `bundle_store` names the BundleStore actor; the worker fetches the bundle's serving files from it
+    (`agilenn.bundle.serving_files`) and never reads the driver's bundle folder.
     """
 
-    def __init__(self, bundle_files: dict[str, bytes], expected_bundle_hash: str, config_json: str,
+    def __init__(self, bundle_store: str, expected_bundle_hash: str, config_json: str,
                  worker_id: str, host: str, port: int, advertise_host: str | None = None, *,
                  tls=None, token_entries: list | None = None) -> None:
         """`tls`: a cloud_worker.security.TlsMaterial (PEM contents) to serve TLS with; `token_entries`: the
@@ -106,7 +143,7 @@ class WorkerActor:
         self._token_entries = token_entries
         self.worker_id = worker_id
         self._config = WorkerConfig.model_validate_json(config_json)
-        self._bundle = unpack_bundle(bundle_files, expected_bundle_hash, worker_id)
+        self._bundle = unpack_bundle(fetch_bundle_files(bundle_store), expected_bundle_hash, worker_id)
         atexit.register(self._remove_bundle_folder)
         self._host = host
         self._advertise_host = advertise_host or _advertised_host(host)
@@ -223,9 +260,9 @@ class CloudService:
         self.actors: list = []
         self.workers: list[dict] = []
         self.bundle_hash: str | None = None
-        # the bundle's files in Ray's object store, held for as long as the service runs so that a
-        # restarted actor can fetch them again
-        self._bundle_files_ref = None
+        # the bundle's files, kept here to refill the store actor should Ray restart it empty
+        self._bundle_files: dict[str, bytes] | None = None
+        self._store = None
         self._started_ray = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -265,14 +302,16 @@ class CloudService:
         remote_cls = ray.remote(
             num_cpus=cfg.cpus_per_worker, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
         )(WorkerActor)
-        # stored once; Ray hands it to each actor's constructor, again on every restart. Ray logs that such a
-        # restart fails if the object is gone (ray#53727): this service holds the reference until it stops.
-        self._bundle_files_ref = ray.put(bundle_files)
+        self._bundle_files = bundle_files
+        self._store_name = f"{self.name}-bundle-store-{os.getpid()}-{id(self):x}"
+        self._store = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(BundleStore).options(
+            name=self._store_name).remote()
+        ray.get(self._store.put.remote(bundle_files), timeout=ready_timeout_s)
         for i, port in enumerate(ports):
             worker_cfg = cfg.worker
             if worker_cfg.metrics_port:
                 worker_cfg = worker_cfg.model_copy(update={"metrics_port": worker_cfg.metrics_port + i})
-            actor = remote_cls.remote(self._bundle_files_ref, self.bundle_hash, worker_cfg.model_dump_json(),
+            actor = remote_cls.remote(self._store_name, self.bundle_hash, worker_cfg.model_dump_json(),
                                       f"worker-{i}", cfg.host, port, tls=tls, token_entries=self._token_entries)
             self.actors.append(actor)
         self._confirmed_generation = [self._token_generation] * len(self.actors)  # built with the current table
@@ -347,6 +386,7 @@ class CloudService:
         import ray
 
         while not self._stop.wait(self.config.endpoint_refresh_s):
+            self._refill_store()
             described = []
             for actor, old in zip(self.actors, self.workers):
                 try:
@@ -367,6 +407,17 @@ class CloudService:
                 for actor in self.actors:
                     actor.set_endpoints.remote(self.endpoints)
 
+    def _refill_store(self) -> None:
+        """Give the store the bundle again when Ray restarted it empty (a restarting worker waits for it)."""
+        import ray
+
+        try:
+            if not ray.get(self._store.has.remote(), timeout=self.config.endpoint_refresh_s):
+                ray.get(self._store.put.remote(self._bundle_files), timeout=30)
+                log.warning("the bundle store was restarted empty; it holds the bundle again")
+        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+            log.warning("could not reach the bundle store (retried): %s", exc)
+
     def stop(self, grace_s: float | None = None) -> None:
         """Drain every worker (in-flight requests are answered), then end the actors and, when this
         service started Ray, Ray itself."""
@@ -386,7 +437,9 @@ class CloudService:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
             self.actors = []
-        self._bundle_files_ref = None
+        if self._store is not None:
+            ray.kill(self._store, no_restart=True)
+            self._store = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False

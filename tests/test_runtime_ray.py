@@ -108,3 +108,20 @@ def test_demo_runs_end_to_end_on_the_shared_ray(local_ray, tiny_bundle):
                 "throughput_per_s", "offloaded_share"):
         assert report[key] is not None, key
     assert "answered" in format_table(report)
+
+
+@pytest.mark.parametrize("service", [1], indirect=True)
+def test_a_worker_restarted_after_the_bundle_store_restarted_still_serves(service, tiny_bundle, images):
+    """Nothing a restart needs is a constructor argument in the object store: the bundle store is killed
+    (Ray restarts it empty), then a worker; the service refills the store and the worker serves again."""
+    pid = service.workers[0]["pid"]
+    ray.kill(service._store, no_restart=False)
+    os.kill(pid, signal.SIGKILL)  # its restart finds the store restarting, then empty until the service refills it
+    restarted = service.wait_restarted(0, pid, timeout_s=90)
+    assert restarted["pid"] != pid
+    assert ray.get(service._store.has.remote(), timeout=10)
+    config = DeviceConfig(cloud=[restarted["endpoint"]], deadline_ms=2000)
+    with DeviceAgent(tiny_bundle, config) as agent:
+        assert agent.wait_ready(60)
+        result = agent.infer(images[0])
+    assert result.source == MIXED
