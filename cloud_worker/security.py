@@ -134,6 +134,10 @@ def _refusing(handler, code: grpc.StatusCode, message: str):
     return _wrap(handler, lambda _old: refuse)
 
 
+def _refusal_code(refusal: TokenRefusal) -> grpc.StatusCode:
+    return grpc.StatusCode.PERMISSION_DENIED if refusal.revoked else grpc.StatusCode.UNAUTHENTICATED
+
+
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Checks every call's bearer token against `table` (health checks pass without one).
 
@@ -181,33 +185,61 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                 raise TokenRefusal("missing", "no token: this service needs `authorization: Bearer <token>` call "
                                               f"metadata; {HOW_TO_GET_A_TOKEN}")
             entry, secret, verified = table.lookup(token)
-            matched = False
-            if not verified:
-                locked = self._locked_for(entry.id)
-                if locked > 0:
-                    self.metrics.auth_refusals.labels(reason="locked").inc()
-                    return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED,
-                                     f"token not accepted: too many failed checks of this token id; retry in "
-                                     f"{locked:.0f} s")
-                if self._verifications >= self.MAX_CONCURRENT_VERIFICATIONS + self.MAX_WAITING_VERIFICATIONS:
-                    self.metrics.auth_refusals.labels(reason="busy").inc()
-                    return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
-                                     f"worker {self.worker_id} is checking other tokens; retry shortly")
-                if self._slots is None:
-                    self._slots = asyncio.Semaphore(self.MAX_CONCURRENT_VERIFICATIONS)
-                self._verifications += 1
-                try:
-                    async with self._slots:  # first come, first served
-                        matched = self._locked_for(entry.id) <= 0 and await asyncio.get_running_loop(
-                        ).run_in_executor(None, table.secret_matches, entry, secret)
-                finally:
-                    self._verifications -= 1
-                if not matched:
-                    self._failed(entry.id)
-            entry = table.accept(entry, secret, verified or matched)
+            if verified:
+                entry = table.accept(entry, secret, True)
         except TokenRefusal as refusal:
             return self._refuse(handler, handler_call_details.method, refusal, token)
-        return self._authorised(handler, entry.id, entry.device)
+        authorised = self._authorised(handler, entry.id, entry.device)
+        if verified:
+            return authorised
+        # The slow check runs inside the call, where the peer is known (a failing peer is locked out too).
+        return _wrap(authorised, lambda behavior: self._verifying(behavior, entry, secret, token,
+                                                                  handler_call_details.method))
+
+    def _verifying(self, behavior, entry, secret: str, token: str, method: str):
+        """`behavior` behind the token's slow check: refused (the call aborted) unless the secret matches."""
+        async def verify(context) -> None:
+            peer = "peer " + (context.peer() or "?")
+            locked = max(self._locked_for(entry.id), self._locked_for(peer))
+            if locked > 0:
+                self.metrics.auth_refusals.labels(reason="locked").inc()
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    f"token not accepted: too many failed token checks; retry in {locked:.0f} s")
+            if self._verifications >= self.MAX_CONCURRENT_VERIFICATIONS + self.MAX_WAITING_VERIFICATIONS:
+                self.metrics.auth_refusals.labels(reason="busy").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"worker {self.worker_id} is checking other tokens; retry shortly")
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.MAX_CONCURRENT_VERIFICATIONS)
+            self._verifications += 1
+            try:
+                async with self._slots:  # first come, first served
+                    matched = self._locked_for(entry.id) <= 0 and await asyncio.get_running_loop(
+                    ).run_in_executor(None, self.table.secret_matches, entry, secret)
+            finally:
+                self._verifications -= 1
+            if not matched:
+                self._failed(entry.id)
+                self._failed(peer)
+            try:
+                self.table.accept(entry, secret, matched)
+            except TokenRefusal as refusal:
+                self._log_refusal(method, refusal, token)
+                await context.abort(_refusal_code(refusal), refusal.message)
+
+        if inspect.isasyncgenfunction(behavior):
+            async def generator(request, context):
+                await verify(context)
+                async for response in behavior(request, context):
+                    yield response
+            return generator
+
+        async def coroutine(request, context):
+            await verify(context)
+            return await behavior(request, context)
+        return coroutine
+
+
 
     def _locked_for(self, token_id: str) -> float:
         """Seconds left of `token_id`'s lock-out (0: not locked)."""
@@ -229,6 +261,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                         token_id, len(recent), self.FAILED_CHECKS_WINDOW_S, self.LOCKOUT_S)
 
     def _refuse(self, handler, method: str, refusal: TokenRefusal, token: str | None):
+        self._log_refusal(method, refusal, token)
+        return _refusing(handler, _refusal_code(refusal), refusal.message)
+
+    def _log_refusal(self, method: str, refusal: TokenRefusal, token: str | None) -> None:
         self.metrics.auth_refusals.labels(reason=refusal.reason).inc()
         # name the entry only by a well-formed id: anything else may be (part of) a secret
         token_id = (token or "").partition(".")[0]
@@ -240,8 +276,6 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                 self._logged.clear()
             self._logged[key] = now
             log.warning("refused %s (token %s): %s", method, token_id, refusal.message)
-        code = grpc.StatusCode.PERMISSION_DENIED if refusal.revoked else grpc.StatusCode.UNAUTHENTICATED
-        return _refusing(handler, code, refusal.message)
 
     def _authorised(self, handler, token_id: str, device: str):
         table = self.table

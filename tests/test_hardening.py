@@ -232,11 +232,15 @@ def test_calls_beyond_the_concurrent_limit_are_refused(worker_server):
                     return
                 yield item
 
-        calls = [stub.InferStream(source(q), timeout=10) for q in held]
+        calls = []
+        for q in held[:2]:  # two streams, each answered once: both are open on the worker
+            calls.append(stub.InferStream(source(q), timeout=10))
+            q.put(inference_pb2.InferRequest(request_id=1, bundle_hash="sha256:" + "0" * 64))
+            assert next(calls[-1]).status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
         codes = []
-        for call in calls[2:]:
+        for q in held[2:]:
             with pytest.raises(grpc.RpcError) as caught:
-                next(call)
+                next(stub.InferStream(source(q), timeout=10))
             codes.append(caught.value.code())
         for q in held:
             q.put(None)

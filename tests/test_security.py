@@ -575,9 +575,9 @@ def test_a_flood_of_wrong_secrets_for_a_known_id_does_not_crowd_out_real_devices
     table = TokenTable(read_token_file(tmp_path / "tokens.yaml").tokens)
     victim_id = issued["victim"].partition(".")[0]
     with ServerThread(tiny_bundle, tokens=table) as server, grpc.insecure_channel(server.address) as channel:
-        stub = inference_pb2_grpc.InferenceStub(channel)
+        attacker = inference_pb2_grpc.InferenceStub(channel)
 
-        def call(token: str):
+        def call(token: str, stub=attacker):
             try:
                 stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=30,
                                     metadata=(("authorization", f"Bearer {token}"),))
@@ -585,12 +585,44 @@ def test_a_flood_of_wrong_secrets_for_a_known_id_does_not_crowd_out_real_devices
             except grpc.RpcError as exc:
                 return exc.code().name
 
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]  # channels to one address share a connection otherwise
+        device_channels = [grpc.insecure_channel(server.address, options=own_connection) for _ in range(3)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
             flood = [pool.submit(call, f"{victim_id}.{'A' * 43}") for _ in range(300)]
-            devices = [pool.submit(call, issued[name]) for name in ("cam-1", "cam-2", "cam-3")]
+            devices = [pool.submit(call, issued[name], inference_pb2_grpc.InferenceStub(own))
+                       for name, own in zip(("cam-1", "cam-2", "cam-3"), device_channels)]
             device_outcomes = [future.result() for future in devices]
             flood_outcomes = [future.result() for future in flood]
         metrics = server.server.metrics.exposition().decode()
+        for own in device_channels:
+            own.close()
     assert device_outcomes == ["ok", "ok", "ok"]
     assert set(flood_outcomes) == {"UNAUTHENTICATED"}
     assert 'agilenn_auth_refusals_total{reason="locked"}' in metrics
+
+
+def test_a_connection_that_fails_checks_for_many_ids_is_locked_out(tiny_bundle, tmp_path):
+    """Wrong secrets for five different known ids on one connection: the sixth id is refused unchecked on
+    that connection, and served on another."""
+    from cloud_worker.tokens import TokenFile, write_token_file
+
+    tokens = TokenFile()
+    issued = [issue_token(tokens, f"cam-{i}")[0] for i in range(7)]
+    write_token_file(tmp_path / "tokens.yaml", tokens)
+    table = TokenTable(read_token_file(tmp_path / "tokens.yaml").tokens)
+
+    def call(channel, token: str) -> tuple[str, str]:
+        try:
+            inference_pb2_grpc.InferenceStub(channel).GetServiceInfo(
+                inference_pb2.ServiceInfoRequest(), timeout=30, metadata=(("authorization", f"Bearer {token}"),))
+            return "ok", ""
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details()
+
+    with ServerThread(tiny_bundle, tokens=table) as server, grpc.insecure_channel(server.address) as prober:
+        for token in issued[:5]:
+            assert call(prober, token.partition(".")[0] + "." + "B" * 43)[0] == "UNAUTHENTICATED"
+        code, message = call(prober, issued[5])
+        with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as other:
+            assert call(other, issued[6]) == ("ok", "")
+    assert code == "UNAUTHENTICATED" and "too many failed token checks" in message
