@@ -94,15 +94,24 @@ def all_mixed(bundle, address, images) -> list:
         return [agent.infer(image) for image in images]
 
 
+def _store(ray, bundle, name: str):
+    """A named BundleStore holding `bundle`'s serving files, as CloudService makes one."""
+    from cloud_worker.service import BundleStore
+
+    store = ray.remote(num_cpus=0)(BundleStore).options(name=name).remote()
+    ray.get(store.put.remote(serving_files(bundle.folder)), timeout=60)
+    return store
+
+
 @pytest.mark.cluster
 def test_a_worker_actor_built_from_ray_carried_files_serves_and_reports_the_hash(local_ray, tiny_bundle, images):
     from cloud_worker.config import WorkerConfig
     from cloud_worker.service import WorkerActor
 
     ray = local_ray
-    files = ray.put(serving_files(tiny_bundle.folder))
+    store = _store(ray, tiny_bundle, "handover-store-1")
     actor = ray.remote(num_cpus=0.5)(WorkerActor).remote(
-        files, tiny_bundle.bundle_hash, WorkerConfig().model_dump_json(), "worker-x", "127.0.0.1", 0)
+        "handover-store-1", tiny_bundle.bundle_hash, WorkerConfig().model_dump_json(), "worker-x", "127.0.0.1", 0)
     try:
         described = ray.get(actor.describe.remote(), timeout=120)
         assert described["bundle_hash"] == tiny_bundle.bundle_hash
@@ -112,6 +121,7 @@ def test_a_worker_actor_built_from_ray_carried_files_serves_and_reports_the_hash
         assert not Path(described["bundle_folder"]).exists()  # drained: its private copy is gone
     finally:
         ray.kill(actor, no_restart=True)
+        ray.kill(store, no_restart=True)
 
 
 @pytest.mark.cluster
@@ -120,14 +130,15 @@ def test_a_worker_actor_refuses_a_mismatched_expected_hash_naming_both(local_ray
     from cloud_worker.service import WorkerActor
 
     ray = local_ray
+    store = _store(ray, tiny_bundle, "handover-store-2")
     actor = ray.remote(num_cpus=0.5)(WorkerActor).remote(
-        ray.put(serving_files(tiny_bundle.folder)), FOREIGN_HASH, WorkerConfig().model_dump_json(), "worker-x",
-        "127.0.0.1", 0)
+        "handover-store-2", FOREIGN_HASH, WorkerConfig().model_dump_json(), "worker-x", "127.0.0.1", 0)
     with pytest.raises(Exception) as refused:  # Ray wraps the constructor's error in an actor error
         ray.get(actor.describe.remote(), timeout=120)
     message = str(refused.value)
     assert "refuses to serve" in message and tiny_bundle.bundle_hash in message and FOREIGN_HASH in message
     ray.kill(actor, no_restart=True)
+    ray.kill(store, no_restart=True)
 
 
 @pytest.mark.cluster
