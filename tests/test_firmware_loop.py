@@ -69,7 +69,7 @@ def _run(app, images, answer, prelude: bytes = b""):
         radio = Radio(board.connect_radio())
         if prelude:
             board.feeder.send_raw(prelude)
-            time.sleep(0.2)  # the line goes quiet: an unfinished frame is dropped by the board's gap timer
+            time.sleep(1.0)  # the line goes quiet: the board drops an unfinished frame after 20 ms of its own time
         for index, image in enumerate(images):
             board.feeder.send_input(index, image)
             request_id, bundle_hash, payload = radio.payload()
