@@ -60,7 +60,13 @@ def test_workers_spread_over_both_nodes_each_advertising_its_node_address(cluste
 
 def test_the_device_learns_every_worker_from_one_endpoint(cluster, tiny_bundle):
     device = cluster.start_device(cluster.endpoints[:1], {"deadline_ms": 5000})
-    results = [device.infer(image) for image in images(tiny_bundle, 20)]
+    results = []
+    # The device starts streaming once one worker is linked; the second link (learnt from the first's
+    # endpoint list, TLS and a first token check on that worker) comes a moment later.
+    for image in images(tiny_bundle, 400):
+        results.append(device.infer(image))
+        if len(results) >= 20 and {r["worker_id"] for r in results} == {"worker-0", "worker-1"}:
+            break
     device.close()
     assert [r["source"] for r in results] == ["mixed"] * len(results)
     assert {r["worker_id"] for r in results} == {"worker-0", "worker-1"}
