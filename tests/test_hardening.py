@@ -163,9 +163,10 @@ def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
     requests, and flow control holds the rest with the client."""
     import asyncio
 
-    pytest.importorskip("grpc_health", reason="builds a worker server: needs the cloud extra")
+    pytest.importorskip("grpc_health", reason="builds a worker's servicer: needs the cloud extra")
     from cloud_worker.config import WorkerConfig
-    from cloud_worker.server import create_server
+    from cloud_worker.metrics import WorkerMetrics
+    from cloud_worker.server import InferenceServicer
 
     bundle = Bundle(TINY)
     read = []
@@ -186,8 +187,10 @@ def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
             raise AssertionError(f"aborted: {code} {message}")
 
     async def run() -> None:
-        server, _ = create_server(bundle, WorkerConfig(max_owed_answers=4), "127.0.0.1:0")  # in this loop
-        stream = asyncio.ensure_future(server.servicer.InferStream(requests(), NeverTaken()))
+        # the servicer alone: no gRPC server to outlive this event loop
+        servicer = InferenceServicer(bundle, WorkerConfig(max_owed_answers=4), "worker-x", WorkerMetrics("worker-x"),
+                                     lambda: [])
+        stream = asyncio.ensure_future(servicer.InferStream(requests(), NeverTaken()))
         await asyncio.sleep(0.5)
         stream.cancel()
 
