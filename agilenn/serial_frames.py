@@ -29,7 +29,7 @@ class FrameType(IntEnum):
 
 class LogitsEncoding(IntEnum):
     F32 = 0  # float32 little-endian, one per class
-    Q8 = 1  # float32 scale, then int8 per class: logit = q * scale
+    Q8 = 1  # float32 scale, then int8 per class: logit = q * scale (the wire's q8-v1 scheme)
 
 
 def crc16(data: bytes) -> int:
@@ -167,9 +167,10 @@ def pack_logits(request_id: int, logits, encoding: LogitsEncoding = LogitsEncodi
     head = struct.pack("<IBB", request_id, 0, int(encoding))
     if encoding == LogitsEncoding.F32:
         return head + values.astype("<f4").tobytes()
-    scale = float(np.abs(values).max()) / 127.0 or 1.0
-    quantized = np.clip(np.rint(values / np.float32(scale)), -127, 127).astype(np.int8)
-    return head + struct.pack("<f", scale) + quantized.tobytes()
+    from agilenn.v1.tensors import quantize_q8  # the wire's q8-v1 scheme, on the UART too
+
+    scale, quantized = quantize_q8(values)
+    return head + scale.astype("<f4").tobytes() + quantized.tobytes()
 
 
 def pack_logits_error(request_id: int, code: int, message: str) -> bytes:

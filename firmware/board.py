@@ -69,7 +69,8 @@ class Feeder:
             try:
                 data = self.connection.recv(65536)
             except socket.timeout:
-                self.decoder.expire() if self.decoder.pending else None
+                if self.decoder.pending:  # the line went quiet mid-frame
+                    self.decoder.expire()
                 continue
             if not data:
                 raise ToolchainError("the emulated board closed its feeder line")

@@ -37,13 +37,18 @@ def raw_tensor(array: np.ndarray, codec: str = RAW_F32LE) -> inference_pb2.Tenso
     return inference_pb2.Tensor(data=values.tobytes(), shape=values.shape, codec=codec)
 
 
-def q8_tensor(array: np.ndarray) -> inference_pb2.Tensor:
-    """float32 values as q8-v1: scale = max|value| / 127, then round(value / scale) as int8."""
+def quantize_q8(array: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """The q8-v1 scheme: scale = max|value| / 127 (1 for all zeros), values round(value / scale) as int8."""
     values = np.ascontiguousarray(array, dtype=np.float32)
     peak = float(np.abs(values).max()) if values.size else 0.0
     scale = np.float32(peak / 127.0 if peak > 0 else 1.0)
-    quantized = np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
-    return inference_pb2.Tensor(data=scale.astype("<f4").tobytes() + quantized.tobytes(), shape=values.shape,
+    return scale, np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+
+
+def q8_tensor(array: np.ndarray) -> inference_pb2.Tensor:
+    """float32 values as a q8-v1 tensor: the float32 scale, then the int8 values."""
+    scale, quantized = quantize_q8(array)
+    return inference_pb2.Tensor(data=scale.astype("<f4").tobytes() + quantized.tobytes(), shape=quantized.shape,
                                 codec=Q8)
 
 
