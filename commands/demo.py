@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,35 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+@contextmanager
+def local_cloud(bundle_dir: str | Path, config, ray_init_kwargs: dict[str, Any] | None = None):
+    """A CloudService for `bundle_dir` (not started) on the running Ray, or on a local Ray started here;
+    on exit the service is stopped (stopping it earlier is allowed) and a Ray started here shut down."""
+    import ray
+
+    from cloud_worker.service import CloudService
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
+    service = CloudService(bundle_dir, config)
+    try:
+        yield service
+    finally:
+        service.stop()
+        if started_ray:
+            ray.shutdown()
+
+
 def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 2,
              deadline_ms: float = 100.0, confidence_threshold: float | None = None, progress: bool = True,
              ray_init_kwargs: dict[str, Any] | None = None, secure: bool = False) -> dict[str, Any]:
     """Serve `bundle_dir` on local Ray workers, stream `images` through a DeviceAgent, return the report.
     `secure`: over mutual TLS with a device token, from a development CA and token file made for the run."""
-    import ray
     from tqdm import tqdm
 
     from agilenn.bundle import Bundle
     from cloud_worker.config import ServeConfig
-    from cloud_worker.service import CloudService
     from device_agent import MIXED, DeviceAgent, DeviceConfig
 
     t0 = time.perf_counter()
@@ -59,17 +78,15 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
         secrets_folder = Path(tempfile.mkdtemp(prefix="agilenn-demo-secure-"))
         security = write_dev_security(secrets_folder, device="demo-device")
         serve_security, device_security = security.serve_fields(), security.device_fields()
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
-        started_ray = True
-    service = CloudService(bundle_dir, ServeConfig(workers=workers, port=0, **serve_security))
-    agent = None
-    try:
+    with ExitStack() as stack:  # on the way out: the agent, then the cloud, then the secrets
+        if secrets_folder is not None:
+            stack.callback(shutil.rmtree, secrets_folder, ignore_errors=True)
+        service = stack.enter_context(
+            local_cloud(bundle_dir, ServeConfig(workers=workers, port=0, **serve_security), ray_init_kwargs))
         endpoints = service.start()
         config = DeviceConfig(cloud=endpoints, deadline_ms=deadline_ms, local_confidence_threshold=confidence_threshold,
                               **device_security)
-        agent = DeviceAgent(bundle, config)
+        agent = stack.enter_context(DeviceAgent(bundle, config))
         if not agent.wait_ready(30.0, workers=len(endpoints)):
             print(f"warning: streams open to {agent.connected} of {len(endpoints)} workers", file=sys.stderr)
         startup_s = time.perf_counter() - t0
@@ -85,14 +102,6 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
                 bar.update()
                 bar.set_postfix(offloaded=f"{offloaded / len(results):.1%}", refresh=False)
         loop_s = time.perf_counter() - loop_start
-    finally:
-        if agent is not None:
-            agent.close()
-        service.stop()
-        if started_ray:
-            ray.shutdown()
-        if secrets_folder is not None:
-            shutil.rmtree(secrets_folder, ignore_errors=True)
 
     predicted = np.array([r.label for r in results])
     local_predicted = np.array([r.local_label for r in results])

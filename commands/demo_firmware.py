@@ -13,12 +13,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agilenn.serial_frames import LogitsEncoding, Reason, Source
+from commands.demo import local_cloud
 
 SOURCES = {Source.MIXED: "mixed", Source.LOCAL_FALLBACK: "local_fallback"}
 
@@ -38,12 +40,10 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
                       deadline_ms: int = 50, kill_cloud_after: int | None = None,
                       encoding: LogitsEncoding = LogitsEncoding.F32, progress: bool = True,
                       ray_init_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    import ray
     from tqdm import tqdm
 
     from agilenn.bundle import Bundle
     from cloud_worker.config import ServeConfig
-    from cloud_worker.service import CloudService
     from device_agent.config import DeviceConfig
     from device_agent.gateway import Gateway, open_serial
     from firmware.board import EmulatedBoard
@@ -59,51 +59,38 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
     scratch = Path(tempfile.mkdtemp(prefix="agilenn-demo-firmware-"))
     record = generate(bundle, scratch / "src", app="offload", deadline_ms=deadline_ms)
     elf = build_offload_app(scratch / "src", scratch).binary
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
-        started_ray = True
-    service = CloudService(bundle_dir, ServeConfig(workers=workers, port=0))
-    gateway = None
     results, seconds = [], []
-    cloud_up = True
-    try:
+    with ExitStack() as stack:  # on the way out: the gateway, the board, then the cloud
+        service = stack.enter_context(local_cloud(bundle_dir, ServeConfig(workers=workers, port=0), ray_init_kwargs))
         endpoints = service.start()
-        with EmulatedBoard(elf, input_bytes) as board:
-            codec = "q8-v1" if encoding == LogitsEncoding.Q8 else "raw-f32le"
-            gateway = Gateway(board.open_radio(open_serial), DeviceConfig(cloud=endpoints, logits_codec=codec), encoding)
-            gateway.wait_ready(bundle.bundle_hash, 30.0, workers=len(endpoints))
-            stop = threading.Event()
-            serving = threading.Thread(target=gateway.serve, args=(stop,), name="gateway", daemon=True)
-            serving.start()
-            startup_s = time.perf_counter() - t0
-            loop_start = time.perf_counter()
-            try:
-                with tqdm(total=len(images), unit="input", disable=not progress, mininterval=0.25) as bar:
-                    for index, image in enumerate(images):
-                        if kill_cloud_after is not None and index == kill_cloud_after and cloud_up:
-                            service.stop()
-                            cloud_up = False
-                        sent = time.perf_counter()
-                        board.feeder.send_input(index, image)
-                        result = board.feeder.read_result(timeout_s=10.0 + deadline_ms / 1000.0)
-                        seconds.append(time.perf_counter() - sent)
-                        if result is None or result.index != index:
-                            raise RuntimeError(f"the board gave no answer for input {index}")
-                        results.append(result)
-                        bar.update()
-            finally:
-                stop.set()  # before the board goes: the gateway's line closes with it
-                serving.join(5.0)
-            loop_s = time.perf_counter() - loop_start
-            feeder_bytes = (board.feeder.bytes_sent, board.feeder.bytes_received)
-    finally:
-        if gateway is not None:
-            gateway.close()
-        if cloud_up:
-            service.stop()
-        if started_ray:
-            ray.shutdown()
+        board = stack.enter_context(EmulatedBoard(elf, input_bytes))
+        codec = "q8-v1" if encoding == LogitsEncoding.Q8 else "raw-f32le"
+        gateway = Gateway(board.open_radio(open_serial), DeviceConfig(cloud=endpoints, logits_codec=codec), encoding)
+        stack.callback(gateway.close)
+        gateway.wait_ready(bundle.bundle_hash, 30.0, workers=len(endpoints))
+        stop = threading.Event()
+        serving = threading.Thread(target=gateway.serve, args=(stop,), name="gateway", daemon=True)
+        serving.start()
+        startup_s = time.perf_counter() - t0
+        loop_start = time.perf_counter()
+        try:
+            with tqdm(total=len(images), unit="input", disable=not progress, mininterval=0.25) as bar:
+                for index, image in enumerate(images):
+                    if index == kill_cloud_after:
+                        service.stop()  # the workers go; local_cloud's own stop on the way out is a no-op
+                    sent = time.perf_counter()
+                    board.feeder.send_input(index, image)
+                    result = board.feeder.read_result(timeout_s=10.0 + deadline_ms / 1000.0)
+                    seconds.append(time.perf_counter() - sent)
+                    if result is None or result.index != index:
+                        raise RuntimeError(f"the board gave no answer for input {index}")
+                    results.append(result)
+                    bar.update()
+        finally:
+            stop.set()  # before the board goes: the gateway's line closes with it
+            serving.join(5.0)
+        loop_s = time.perf_counter() - loop_start
+        feeder_bytes = (board.feeder.bytes_sent, board.feeder.bytes_received)
 
     front = lower_front(bundle)
     offline = run_reference(front, bundle, images)
