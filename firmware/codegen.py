@@ -62,6 +62,9 @@ def c_identifier(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"n_{ident}"
 
 
+_C_TYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4, "agilenn_channel_t": 16}
+
+
 def _array(c_type: str, name: str, values: np.ndarray, per_line: int = 16, comment: str = "") -> str:
     flat = np.asarray(values).reshape(-1)
     lines = [", ".join(str(int(v)) for v in flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
@@ -115,6 +118,7 @@ class _Generator:
         self.front = front
         self.bundle = bundle
         self.model: list[str] = []
+        self.constant_bytes = 0  # of the const arrays in `model`: what flash holds besides code
         self.calls: list[str] = []
         self.layers: list[Layer] = []
         self.arena = _Arena()
@@ -124,6 +128,11 @@ class _Generator:
         # scale and zero point (the committed bundles), so one-channel pixels are read as they come.
         self.identity_input = (self.fused_input is not None and front.input_shape[0] == 1
                                and np.array_equal(self.fused_input.table, np.arange(256)))
+
+    def constant(self, c_type: str, name: str, values: np.ndarray, per_line: int = 16, comment: str = "") -> None:
+        """One const array of the model, counted in constant_bytes."""
+        self.model.append(_array(c_type, name, values, per_line, comment))
+        self.constant_bytes += _C_TYPE_BYTES[c_type] * int(np.asarray(values).size)
 
     def tensor_ref(self, name: str) -> str:
         if name == "input":
@@ -178,6 +187,7 @@ class _Generator:
         self.model.append(f"/* {op.name}: per output channel {{bias, multiplier, offset, shift}}; output zero point "
                           f"{rq.zero_point} */\nstatic const agilenn_channel_t {ident}_channels[{len(bias)}] = {{\n"
                           f"    {rows}\n}};\n")
+        self.constant_bytes += _C_TYPE_BYTES["agilenn_channel_t"] * len(bias)
         return f"{ident}_channels, {rq.low}, {rq.high}"
 
     def emit_inputmap(self, op: InputMap) -> None:
@@ -185,8 +195,8 @@ class _Generator:
         if self.identity_input:
             self.layers.append(Layer(op.name, "input_map (identity)", 0))
             return
-        self.model.append(_array("uint8_t", "input_table", op.table,
-                                 comment="raw pixel -> first layer input: the normalisation, folded"))
+        self.constant("uint8_t", "input_table", op.table,
+                      comment="raw pixel -> first layer input: the normalisation, folded")
         if self.fused_input is op:
             self.layers.append(Layer(op.name, "input_map (in the next layer)", 0))
             return
@@ -207,7 +217,7 @@ class _Generator:
         shape = f"{kh}x{kw}/{op.stride[0]}, {c_in} -> {c_out} channels{', padded' if any(op.pads) else ''}"
         if op.depthwise:
             weights = op.weights[:, 0].transpose(1, 2, 0)  # [kh][kw][channels]
-            self.model.append(_array("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: depthwise {shape}"))
+            self.constant("int8_t", f"{ident}_weights", weights, comment=f"{op.name}: depthwise {shape}")
             channels = self.channels(op, ident, op.bias)
             self.scratch = max(self.scratch, 4 * c_in)
             self.calls.append(
@@ -218,8 +228,8 @@ class _Generator:
             self.layers.append(Layer(op.name, "depthwise_conv", macs))
             return
         weights = op.weights.transpose(0, 2, 3, 1)  # [out][kh][kw][in]
-        self.model.append(_array("int16_t", f"{ident}_weights", extend_rows(weights.reshape(c_out, -1)),
-                                 comment=f"{op.name}: {shape}; rows of [kh][kw][in], extended (x0, x2, x1, x3)"))
+        self.constant("int16_t", f"{ident}_weights", extend_rows(weights.reshape(c_out, -1)),
+                      comment=f"{op.name}: {shape}; rows of [kh][kw][in], extended (x0, x2, x1, x3)")
         # Padding holds the zero point (a real zero), so folding it into the bias stays exact.
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.reshape(c_out, -1).astype(np.int64).sum(1)
         channels = self.channels(op, ident, folded)
@@ -245,9 +255,9 @@ class _Generator:
         # The input is HWC in the arena; ONNX flattens it CHW: reorder the weights' columns to match.
         weights = op.weights.reshape(c_out, channels, height, width).transpose(0, 2, 3, 1).reshape(c_out, -1)
         folded = op.bias.astype(np.int64) - op.input_zero_point * weights.astype(np.int64).sum(1)
-        self.model.append(_array("int16_t", f"{ident}_weights", extend_rows(weights),
-                                 comment=f"{op.name}: dense {weights.shape[1]} -> {c_out}, inputs in HWC order, "
-                                         "extended (x0, x2, x1, x3)"))
+        self.constant("int16_t", f"{ident}_weights", extend_rows(weights),
+                      comment=f"{op.name}: dense {weights.shape[1]} -> {c_out}, inputs in HWC order, "
+                              "extended (x0, x2, x1, x3)")
         channels = self.channels(op, ident, folded)
         self.scratch = max(self.scratch, 2 * ((weights.shape[1] + 3) // 4 * 4))
         self.calls.append(f"    /* {op.name}: dense {weights.shape[1]} -> {c_out}; bias - input zero point "
@@ -274,12 +284,12 @@ class _Generator:
         below = np.cumsum(probability, axis=1) - probability
         self.capacity = payload_capacity(probability, height * width)
         levels = probability.shape[1]
-        self.model.append(_array("uint8_t", "quantizer_table", table,
-                                 comment=f"uint8 feature -> nearest-centroid index; thresholds {op.thresholds.tolist()}"))
-        self.model.append(_array("uint32_t", "codec_below", below, levels,
-                                 comment="range-v1, per channel: probability below each symbol, units of 2^-24"))
-        self.model.append(_array("uint32_t", "codec_probability", probability, levels,
-                                 comment="range-v1, per channel: each symbol's probability, units of 2^-24"))
+        self.constant("uint8_t", "quantizer_table", table,
+                      comment=f"uint8 feature -> nearest-centroid index; thresholds {op.thresholds.tolist()}")
+        self.constant("uint32_t", "codec_below", below, levels,
+                      comment="range-v1, per channel: probability below each symbol, units of 2^-24")
+        self.constant("uint32_t", "codec_probability", probability, levels,
+                      comment="range-v1, per channel: each symbol's probability, units of 2^-24")
         self.calls.append(
             f"    /* {op.name}: channels [{op.start}, {op.stop}) -> nearest-centroid indices -> range-v1 payload */\n"
             f"    agilenn_range_encoder_init(&encoder, payload_out, AGILENN_PAYLOAD_CAPACITY);\n"
@@ -369,12 +379,6 @@ def _model(front: IntegerFront, arrays: list[str]) -> str:
             + "\n".join(arrays) + "\n#endif /* AGILENN_MODEL_H */\n")
 
 
-def _constant_bytes(arrays: list[str]) -> int:
-    """Bytes of the const arrays, from their declarations."""
-    sizes = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4, "agilenn_channel_t": 16}
-    return sum(sizes[t] * int(n) for t, n in re.findall(r"static const (\w+) \w+\[(\d+)\]", "\n".join(arrays)))
-
-
 APPS = ("harness", "offload")
 
 
@@ -427,7 +431,7 @@ def generate(bundle: Bundle, out: str | Path, target: Target | None = None, app:
     scratch = (generator.scratch + ALIGN - 1) // ALIGN * ALIGN
     arena = generator.arena.size + scratch
     classes = front.tensors[front.local_logits].shape[0]
-    constant = _constant_bytes(generator.model)
+    constant = generator.constant_bytes
     ram = arena + generator.capacity
     if target is not None and target.flash_bytes is not None:
         problems = []
