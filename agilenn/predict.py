@@ -130,9 +130,10 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
 
 def q8_round_trip(logits: np.ndarray) -> np.ndarray:
     """Logits (N, classes) as a device receives them in q8-v1: each row at max|row| / 127 steps."""
-    from agilenn.v1.tensors import from_raw_tensor, q8_tensor
+    from agilenn.v1.tensors import quantize_q8
 
-    return np.stack([from_raw_tensor(q8_tensor(row)) for row in logits])
+    rows = [quantize_q8(row) for row in logits]  # the arithmetic of q8-v1, without building messages
+    return np.stack([quantized.astype(np.float32) * scale for scale, quantized in rows])
 
 
 def int8_features(bundle: Bundle, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
