@@ -33,6 +33,37 @@ from cloud_worker.config import ServeConfig, WorkerConfig
 
 log = logging.getLogger(__name__)
 
+# Ray starts worker processes at nice 15 so that they yield to its own daemons. A worker answers devices
+# against a deadline: at nice 15 it yields to every other process on its machine, and on a busy machine
+# its answers came 30 times later (benchmarks/RESULTS.md, a busy cloud). A local Ray started here runs
+# them at 0; each worker also lowers its own niceness where it may (see serve_at_normal_priority).
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+
+
+def start_local_ray(**init_kwargs) -> None:
+    """ray.init() of a local Ray whose worker processes run at normal priority."""
+    import ray
+
+    os.environ.setdefault(WORKER_NICENESS_ENV, "0")
+    ray.init(**init_kwargs)
+
+
+def serve_at_normal_priority() -> int:
+    """Lower every thread of this process to niceness 0 when it runs niced (Ray's worker default); on
+    Linux each thread has its own. Returns the niceness the process is left at."""
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness <= 0:
+        return niceness
+    try:
+        for task in os.listdir("/proc/self/task"):
+            os.setpriority(os.PRIO_PROCESS, int(task), 0)
+    except (PermissionError, FileNotFoundError):
+        log.warning("this worker runs at niceness %d (Ray's default for worker processes) and may not lower it: "
+                    "on a busy machine its answers will be late. Start Ray with %s=0 in its environment",
+                    niceness, WORKER_NICENESS_ENV)
+        return niceness
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
 # A worker's private bundle folder is named after its process, so that a restarted worker can remove
 # what a killed predecessor left behind (a killed process runs no clean-up of its own).
 _BUNDLE_FOLDER_PREFIX = "agilenn-worker-bundle-"
@@ -142,6 +173,7 @@ class WorkerActor:
         self._tls = tls
         self._token_entries = token_entries
         self.worker_id = worker_id
+        serve_at_normal_priority()  # before the server's threads start, which inherit it
         self._config = WorkerConfig.model_validate_json(config_json)
         self._bundle = unpack_bundle(fetch_bundle_files(bundle_store), expected_bundle_hash, worker_id)
         atexit.register(self._remove_bundle_folder)
@@ -289,7 +321,7 @@ class CloudService:
             if self.config.ray_address:
                 ray.init(address=self.config.ray_address, logging_level=logging.WARNING)
             else:
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                start_local_ray(include_dashboard=False, logging_level=logging.WARNING)
             self._started_ray = True
         cfg = self.config
         embedded = not cfg.ray_address

@@ -44,11 +44,11 @@ def local_cloud(bundle_dir: str | Path, config, ray_init_kwargs: dict[str, Any] 
     on exit the service is stopped (stopping it earlier is allowed) and a Ray started here shut down."""
     import ray
 
-    from cloud_worker.service import CloudService
+    from cloud_worker.service import CloudService, start_local_ray
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
+        start_local_ray(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **(ray_init_kwargs or {}))
     service = CloudService(bundle_dir, config)
     try:
         yield service

@@ -5,14 +5,16 @@ keeps it local, the indices are range coded and sent on a long-lived stream to a
 and the agent waits up to `deadline_ms` for the remote logits. Every input gets exactly
 one result: `mixed` (local and remote logits mixed with the bundle's weight),
 `local_only_policy` (the gate kept it local) or `local_fallback` with the reason (no
-worker reachable, deadline passed, stream broken, bundle mismatch, worker overloaded,
-worker error).
+worker reachable, answer predicted late, deadline passed, stream broken, bundle mismatch,
+worker overloaded, worker error). Which worker, if any, is the link pool's choice from each
+link's recent round trips (`device_agent.pool`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ class Result:
     payload_bytes: int | None = None
     worker_id: str | None = None
     id: str | None = None
+    on_time_probability: float | None = None  # the policy's prediction for this input (None: none made)
+    hedged: bool = False  # sent to two workers, the first answer taken
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,7 +87,22 @@ class DeviceAgent:
         self._ids = itertools.count(1)
         self._index = itertools.count(0)
         self._local_label = -1
-        self._pool = LinkPool(self._hash, self.config)
+        self._pool = LinkPool(self._hash, self.config, warmup=self._warmup_request)
+
+    def _warmup_request(self, request_id: int) -> inference_pb2.InferRequest:
+        """What a new stream is warmed with: the payload of an input whose features are all at level 0."""
+        payload = self._codec.encode(np.zeros(self._remote_shape, dtype=np.uint8))
+        return inference_pb2.InferRequest(request_id=request_id, features=inference_pb2.Tensor(
+            data=payload, shape=self._remote_shape, codec=self._codec_id))
+
+    @property
+    def policy_counts(self):
+        """How often the offload policy answered locally for a predicted late answer, hedged or explored."""
+        return self._pool.counts
+
+    def link_stats(self) -> list[dict]:
+        """Each link's live estimate (round-trip p50/p90, answers owed, upload rate, on-time probability)."""
+        return self._pool.link_stats()
 
     # -- links (the pool keeps them; these names serve the agent's callers and tests) --
 
@@ -109,6 +128,7 @@ class DeviceAgent:
     def infer(self, image: np.ndarray, sample_id: str | None = None) -> Result:
         """One sample, (C, H, W) or (H, W) for one channel, raw pixel levels 0..255."""
         index = next(self._index)
+        self._choice = self._estimate = None
         start = time.perf_counter()
         x = np.asarray(image, dtype=np.float32)
         if x.ndim == 2:
@@ -126,9 +146,13 @@ class DeviceAgent:
                 return self._result(index, sample_id, local_probs, LOCAL_ONLY_POLICY, None, start, after_model,
                                     after_model, None, None, None)
 
-        link = self._pool.pick()
-        if link is None:
-            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, self._unavailable_reason(),
+        deadline_s = self.config.deadline_ms / 1000.0
+        choice = self._pool.choose(deadline_s)
+        self._choice = choice
+        # the estimate the choice was made from, for the result's timings
+        self._estimate = choice.link.stats(deadline_s) if choice.link is not None else None
+        if choice.link is None:
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, choice.reason,
                                 start, after_model, after_model, None, None, None)
 
         payload = self._codec.encode(indices[0])
@@ -136,19 +160,26 @@ class DeviceAgent:
         request = inference_pb2.InferRequest(  # bundle_hash: named once in the stream's metadata
             request_id=request_id,
             features=inference_pb2.Tensor(data=payload, shape=self._remote_shape, codec=self._codec_id))
-        slot = Slot()
-        if not link.send(request, slot):
-            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, link.reason or "unavailable",
-                                start, after_model, time.perf_counter(), None, len(payload), None)
-        sent = slot.sent_at
-        if not slot.event.wait(self.config.deadline_ms / 1000.0):
+        answered = threading.Event()
+        slots = {}
+        for link in (choice.link, choice.hedge):
+            if link is not None:
+                slot = Slot(answered)
+                if link.send(request, slot):
+                    slots[link] = slot
+        if not slots:
+            return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
+                                choice.link.reason or "unavailable", start, after_model, time.perf_counter(),
+                                None, len(payload), None)
+        sent = min(slot.sent_at for slot in slots.values())
+        link, slot = self._first_answer(slots, request_id, deadline_s, answered)
+        if link is None:
             woke = time.perf_counter()
-            link.forget(request_id)
-            link.check_alive(sent)
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
                                 f"deadline: no answer within {self.config.deadline_ms:g} ms",
                                 start, after_model, sent, None, len(payload), None, woke)
         woke = time.perf_counter()
+        sent = slot.sent_at
         response = slot.response
         if response is None:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, slot.failure or "stream_broken",
@@ -174,6 +205,29 @@ class DeviceAgent:
         return self._result(index, sample_id, _softmax(mixed), MIXED, None, start, after_model, sent, rtt_ms,
                             len(payload), response.worker_id, woke)
 
+    @staticmethod
+    def _first_answer(slots: dict[Link, Slot], request_id: int, deadline_s: float,
+                      answered: threading.Event) -> tuple[Link | None, Slot | None]:
+        """The first slot answered within the deadline; for a hedged input a failed stream waits for the
+        other. Every other slot is forgotten. (None, None) when the deadline passes first."""
+        give_up = time.perf_counter() + deadline_s
+        chosen: tuple[Link | None, Slot | None] = (None, None)
+        while True:
+            answered.clear()  # then look: an answer that lands after the look sets it again
+            finished = [(link, slot) for link, slot in slots.items()
+                        if slot.response is not None or slot.failure is not None]
+            success = next(((link, slot) for link, slot in finished if slot.response is not None), None)
+            if success is not None or len(finished) == len(slots):
+                chosen = success or finished[0]
+                break
+            remaining = give_up - time.perf_counter()
+            if remaining <= 0 or not answered.wait(remaining):
+                break
+        for link in slots:
+            if link is not chosen[0]:
+                link.forget(request_id)
+        return chosen
+
     def _result(self, index: int, sample_id: str | None, probabilities: np.ndarray, source: str,
                 reason: str | None, start: float, after_model: float, sent: float, rtt_ms: float | None,
                 payload_bytes: int | None, worker_id: str | None, woke: float | None = None) -> Result:
@@ -183,12 +237,17 @@ class DeviceAgent:
         # build the result; the time spent waiting on the network is the cloud round trip
         overhead = (sent - after_model) + (end - (woke if woke is not None else sent))
         label = int(probabilities.argmax())
+        timings = {"device_model": (after_model - start) * 1000.0, "device_overhead": overhead * 1000.0,
+                   "cloud_rtt": rtt_ms, "total": (end - start) * 1000.0}
+        choice, stats = self._choice, self._estimate
+        if stats is not None:  # the chosen worker's recent round trips
+            timings["cloud_rtt_p50_estimate"], timings["cloud_rtt_p90_estimate"] = stats.rtt_p50_ms, stats.rtt_p90_ms
         return Result(
             index=index, label=label, label_name=self._labels[label], probabilities=probabilities.tolist(),
-            source=source, reason=reason, local_label=local_label,
-            timings_ms={"device_model": (after_model - start) * 1000.0, "device_overhead": overhead * 1000.0,
-                        "cloud_rtt": rtt_ms, "total": (end - start) * 1000.0},
-            payload_bytes=payload_bytes, worker_id=worker_id, id=sample_id)
+            source=source, reason=reason, local_label=local_label, timings_ms=timings,
+            payload_bytes=payload_bytes, worker_id=worker_id, id=sample_id,
+            on_time_probability=None if choice is None else choice.on_time_probability,
+            hedged=choice is not None and choice.hedge is not None)
 
     def run(self, samples: Iterable[tuple[str | None, np.ndarray]]) -> Iterator[Result]:
         """Results for (id, image) pairs, in order."""

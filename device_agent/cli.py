@@ -54,6 +54,11 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
         data["precision"] = args.precision
     if getattr(args, "logits_codec", None) is not None:
         data["logits_codec"] = args.logits_codec
+    for flag, field in (("min_on_time_probability", "offload_min_on_time_probability"), ("silence_s", "silence_s"),
+                        ("hedge", "hedge")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            data[field] = value
     for flag, field in (("ca", "ca_file"), ("cert", "cert_file"), ("key", "key_file"), ("token_file", "token_file"),
                         ("tls_server_name", "tls_server_name")):
         value = getattr(args, flag)
@@ -81,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="answer locally when the local top probability reaches this")
     run.add_argument("--logits-codec", choices=("raw-f32le", "q8-v1"), default=None,
                      help="how workers return the remote logits: float32 (default) or q8-v1, int8 with a scale")
+    policy = run.add_argument_group("offload policy")
+    policy.add_argument("--min-on-time-probability", type=float, default=None,
+                        help="offload only when the answer is predicted within the deadline with at least this "
+                             "probability, else answer locally at once (predicted_late); default 0.5, 0: always")
+    policy.add_argument("--silence-s", type=float, default=None,
+                        help="take a worker out of the rotation after this long owing an answer without a word "
+                             "(default 1)")
+    policy.add_argument("--hedge", action="store_const", const=True, default=None,
+                        help="send an input predicted late on one worker to two, and take the first answer")
     security = run.add_argument_group("security")
     security.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
     security.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
@@ -179,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             log.info("interrupted")
+        links = agent.link_stats()
+        counts = agent.policy_counts
     elapsed = time.perf_counter() - started
     total = sum(sources.values())
     log.info("answered %d inputs in %.2f s: %s", total, elapsed,
              ", ".join(f"{count} {source}" for source, count in sorted(sources.items())) or "none")
+    if config.cloud:
+        log.info("offload policy: %d predicted_late, %d hedged, %d explored, %d silent links taken out",
+                 counts.predicted_late, counts.hedged, counts.explored, counts.silent)
+        for link in links:
+            log.info("link %s", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in link.items()}))
     return 0
 
 

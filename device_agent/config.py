@@ -25,6 +25,23 @@ class DeviceConfig(BaseModel):
                     "that devices do not all return at once) and answer locally meanwhile, reason overloaded: "
                     "refusing a request still costs a worker a read and a write, so devices that kept sending "
                     "would take its time from the requests it serves; 0: keep sending")
+    offload_min_on_time_probability: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="offload an input only when its answer is predicted to come within deadline_ms with at least "
+                    "this probability (the share of the link's recent round trips within it, answers still owed "
+                    "past it counted late); otherwise answer locally at once, reason predicted_late. 0: always "
+                    "offload to a ready worker")
+    silence_s: float = Field(
+        1.0, gt=0.0,
+        description="take a worker out of the rotation (and probe it in the background) once it has owed an "
+                    "answer this long without a word; late answers alone never do")
+    estimate_refresh_s: float = Field(
+        0.5, gt=0.0,
+        description="while a worker is predicted late, offload one input to it this often anyway, so that the "
+                    "device sees it recover")
+    hedge: bool = Field(
+        False, description="when the likeliest worker is predicted late but it and the next one together are "
+                           "not, send the input to both and take the first answer (counted as hedged)")
     local_confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="answer locally without offloading when the local top probability reaches this; None: always offload")

@@ -132,10 +132,11 @@ class Gateway:
             return
         self.stats.payloads += 1
         pool = self._pool_for(bundle_hash)
-        link = pool.pick()
-        info = pool.last_info
+        # the board's deadline is the config's deadline_ms: an answer predicted to miss it is refused at once
+        choice = pool.choose(self.config.deadline_ms / 1000.0)
+        link, info = choice.link, pool.last_info
         if link is None or info is None:
-            self._refuse(request_id, _UNAVAILABLE, pool.unavailable_reason() if link is None else "unavailable")
+            self._refuse(request_id, _UNAVAILABLE, choice.reason if link is None else "unavailable")
             return
         request = inference_pb2.InferRequest(request_id=next(self._ids), features=inference_pb2.Tensor(
             data=payload, shape=list(info.remote_shape), codec=info.codec))
@@ -149,7 +150,6 @@ class Gateway:
     def _answer(self, device_request: int, request_id: int, link, slot: Slot, pool: LinkPool, classes: int) -> None:
         if not slot.event.wait(self.forward_timeout_s):
             link.forget(request_id)
-            link.check_alive(slot.sent_at)
             self.stats.silent += 1  # the board's deadline has answered by now
             return
         response = slot.response

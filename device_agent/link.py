@@ -1,10 +1,11 @@
 """One long-lived InferStream to one worker, kept up by a background thread.
 
-The thread handshakes (GetServiceInfo: same bundle hash?), opens the stream, reads
-answers and hands each to the waiting request by request id. When the stream breaks it
-fails every waiting request at once with the reason, then reconnects with exponential
-backoff. Nothing here ever blocks the caller: `send` returns False when the link is not
-ready, and the caller answers locally.
+The thread handshakes (GetServiceInfo: same bundle hash?), opens the stream, warms the worker
+with one request it computes (so that the first inputs are not the slowest), reads answers and
+hands each to the waiting request by request id, timing every answer for the link's estimate
+(`device_agent.estimate`). When the stream breaks it fails every waiting request at once with the
+reason, then reconnects with exponential backoff. Nothing here ever blocks the caller: `send`
+returns False when the link is not ready, and the caller answers locally.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import grpc
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.network import address_host, is_loopback_host
 from agilenn.v1.tensors import BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, RAW_F32LE
+from device_agent.estimate import LinkEstimate
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ AUTHORIZATION_METADATA = "authorization"
 _ACCESS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # how a failed TLS handshake shows in a status's details
 _TLS_FAILURE_MARKS = ("ssl", "handshake", "certificate")
+_OVERLOADED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+# the warm-up request's id: above any a device numbers its inputs with (they count up from 1)
+WARMUP_REQUEST_ID = 2**64 - 1
 
 
 def status_name(code: int) -> str:
@@ -44,8 +49,8 @@ class Slot:
 
     __slots__ = ("event", "response", "failure", "sent_at")
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event or threading.Event()  # shared by the slots of a hedged input
         self.response: inference_pb2.InferResponse | None = None
         self.failure: str | None = None
         self.sent_at = 0.0
@@ -64,9 +69,12 @@ class Link:
                  reconnect_max_s: float, max_message_bytes: int, clock: Callable[[], float],
                  on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None,
                  credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
-                 tls_server_name: str | None = None, logits_codec: str = RAW_F32LE) -> None:
+                 tls_server_name: str | None = None, logits_codec: str = RAW_F32LE,
+                 warmup: Callable[[int], inference_pb2.InferRequest] | None = None) -> None:
         """`credentials`: connect with TLS (never plaintext); `token`: sent as bearer metadata on every call;
-        `tls_server_name`: verify the worker's certificate against this name instead of the address's host."""
+        `tls_server_name`: verify the worker's certificate against this name instead of the address's host;
+        `warmup`: builds a request (given its id) that each new stream sends, and waits for the answer to,
+        before the link is ready."""
         self.address = address
         self._logits_codec = logits_codec  # asked of workers that offer it; others answer raw-f32le
         self._credentials = credentials
@@ -86,6 +94,8 @@ class Link:
         self.max_message_bytes = max_message_bytes
         self._clock = clock
         self._on_info = on_info
+        self._warmup = warmup
+        self.estimate = LinkEstimate()  # read and written under self._lock
         self.ready = False
         self.reason = "connecting"  # why the link is not ready, for local_fallback results
         self.worker_id: str | None = None
@@ -97,8 +107,7 @@ class Link:
         self._closed = threading.Event()
         self._channel: grpc.Channel | None = None
         self._call = None
-        self._checking = False  # a check_alive probe is under way
-        self.last_heard_at = float("-inf")  # when the worker last answered anything on this link (clock)
+        self._checking = False  # a silence probe is under way
         self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
 
     def start(self) -> None:
@@ -127,45 +136,67 @@ class Link:
                 return False
             self._pending[request.request_id] = slot
             slot.sent_at = self._clock()
+            self.estimate.sent(request.request_id, slot.sent_at, len(request.features.data))
             request.bundle_hash = self._hash_per_request
             self._outbox.put(request)
         return True
+
+    @property
+    def last_heard_at(self) -> float:
+        """When the worker last said anything on this link (clock)."""
+        return self.estimate.last_heard_at
+
+    def stats(self, budget_s: float):
+        """The link's estimate now (device_agent.estimate.LinkStats), `budget_s` the deadline asked about."""
+        with self._lock:
+            return self.estimate.stats(budget_s, self._clock())
+
+    def on_time_probability(self, budget_s: float, now: float) -> float | None:
+        with self._lock:
+            return self.estimate.on_time_probability(budget_s, now)
+
+    def newest_sample_age(self, now: float) -> float | None:
+        with self._lock:
+            return self.estimate.newest_sample_age(now)
 
     def service_info(self, timeout_s: float) -> inference_pb2.ServiceInfo | None:
         """GetServiceInfo again on this link's open channel; None when the link is down or the call fails."""
         return self._ask_service_info(timeout_s) if self.ready else None
 
-    def check_alive(self, sent_at: float) -> None:
-        """An answer to a request sent at `sent_at` missed its deadline. A worker that has answered
-        anything on this link since then is there, only slow (overloaded, or a long queue), and keeps
-        its place: probing it would add load, and cancelling its stream would throw away the answers
-        under way. Otherwise take the link out of the rotation and, in the
-        background, ask the worker for its service info. A worker that answers within connect_timeout_s
-        (slow, but there) gets inputs again; for one that does not, the stream is ended and the link
-        reconnects. A machine that lost power or its network sends no connection reset, so without this
-        the stream would look open for as long as TCP keeps retrying (many minutes), and every input sent
-        on it would wait out its deadline."""
+    def check_silence(self, silence_s: float) -> bool:
+        """Liveness is judged by silence, not by late answers: a worker still answering is there, only
+        slow (overloaded, a long queue), and keeps its place; probing it would add load, and cancelling its
+        stream would throw away the answers under way. When it has owed an answer for `silence_s` without
+        a word, take the link out of the rotation and, in the background, ask the worker for its service
+        info: one that answers within connect_timeout_s gets inputs again; for one that does not, the
+        stream is ended and the link reconnects. A machine that lost power or its network sends no
+        connection reset, so without this the stream would look open for as long as TCP keeps retrying
+        (many minutes). True when the link was taken out now."""
         with self._lock:
-            if self._checking or not self.ready or self.last_heard_at >= sent_at:
-                return
+            if self._checking or not self.ready or self.estimate.silent_for(self._clock()) < silence_s:
+                return False
             self._checking = True
             self.ready = False
-            self.reason = "checking: an answer missed its deadline; asking the worker whether it is still there"
+            self.reason = (f"checking: the worker has said nothing for {silence_s:g} s while answers are owed; "
+                           "asking whether it is still there")
             call = self._call
         threading.Thread(target=self._check_alive, args=(call,), name=f"check-{self.address}", daemon=True).start()
+        return True
 
     def _check_alive(self, call) -> None:
         try:
             alive = self._ask_service_info(self.connect_timeout_s) is not None
             with self._lock:
+                if alive:
+                    self.estimate.heard(self._clock())
                 if call is None or call is not self._call or self._outbox is None or self._closed.is_set():
                     return  # that stream ended meanwhile; the next one starts ready by itself
                 if alive:
                     self.ready = True
                     self.reason = ""
                     return
-            log.warning("link to %s: the worker answered neither a request within its deadline nor a probe "
-                        "within %g s; reconnecting", self.address, self.connect_timeout_s)
+            log.warning("link to %s: the worker went silent and did not answer a probe within %g s; reconnecting",
+                        self.address, self.connect_timeout_s)
             call.cancel()
         finally:
             self._checking = False
@@ -182,6 +213,7 @@ class Link:
             return None
 
     def forget(self, request_id: int) -> None:
+        """Nobody waits for this answer any more; when it comes it still times the link."""
         with self._lock:
             self._pending.pop(request_id, None)
 
@@ -190,6 +222,7 @@ class Link:
     def _fail_pending(self, reason: str) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            self.estimate.stream_ended()
         for slot in pending.values():
             slot.failure = reason
             slot.event.set()
@@ -246,6 +279,8 @@ class Link:
             if self._logits_codec != RAW_F32LE and self._logits_codec in info.logits_codecs:
                 metadata += ((LOGITS_CODEC_METADATA, self._logits_codec),)
             responses = self._call = stub.InferStream(_requests(outbox), metadata=metadata)
+            if self._warmup is not None:
+                self._warm(responses, outbox)
             with self._lock:
                 if self._closed.is_set():
                     return False
@@ -293,6 +328,25 @@ class Link:
             self._call = None
         return was_up
 
+    def _warm(self, responses, outbox: queue.SimpleQueue) -> None:
+        """One request computed by the worker before the link counts as ready: a cold worker's first answer
+        (first model run, first call through its event loop) is the slowest of a run, and would otherwise
+        fall on the first input. Its round trip does not enter the estimate. A worker that does not answer
+        within connect_timeout_s has its stream cancelled (the session then fails as unavailable)."""
+        self.reason = "warming: waiting for the worker's answer to a first request"
+        outbox.put(self._warmup(WARMUP_REQUEST_ID))
+        timer = threading.Timer(self.connect_timeout_s, responses.cancel)
+        timer.start()
+        try:
+            answer = next(responses)
+        finally:
+            timer.cancel()
+        with self._lock:
+            self.estimate.heard(self._clock())
+        if answer.request_id != WARMUP_REQUEST_ID or answer.status.code not in (0, _OVERLOADED_CODE):
+            log.warning("link to %s: the warm-up request was answered %s: %s", self.address,
+                        status_name(answer.status.code), answer.status.message)
+
     def _log_failure(self, level: int, details: str) -> None:
         """Log why the link is down once per change of reason, not once per attempt."""
         if self.reason == self._logged_reason:
@@ -302,7 +356,7 @@ class Link:
 
     def _deliver(self, response: inference_pb2.InferResponse) -> None:
         with self._lock:
-            self.last_heard_at = self._clock()
+            self.estimate.answered(response.request_id, self._clock())
             slot = self._pending.pop(response.request_id, None)
         if slot is None:
             return  # its deadline passed and it was answered locally

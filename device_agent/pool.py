@@ -1,6 +1,7 @@
-"""The device's links to the cloud workers: one per worker, learnt from the workers' endpoint lists,
-picked in turn, backed off when a worker answers overloaded. The device agent and the gateway of a
-microcontroller share it.
+"""The device's links to the cloud workers: one per worker, learnt from the workers' endpoint lists.
+An input goes to the link most likely to answer within the deadline (in turn among equals), none when
+that is unlikely (`predicted_late`), none to a worker that answered overloaded a moment ago, and none to
+a worker silent for `silence_s`. The device agent and the gateway of a microcontroller share it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import random
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -26,13 +29,36 @@ class BundleMismatchError(RuntimeError):
     """Every configured worker serves another bundle than the device's."""
 
 
+@dataclass(frozen=True)
+class Choice:
+    """Where one input goes: `link` (None: answer locally, for `reason`), the probability that its answer
+    comes within the deadline (None: too little evidence yet), and a second link for a duplicate (hedge)."""
+    link: Link | None
+    on_time_probability: float | None = None
+    hedge: Link | None = None
+    reason: str = ""
+
+
+@dataclass
+class PolicyCounts:
+    """How often the offload policy did something other than send one input to one worker."""
+    predicted_late: int = 0  # answered locally at once: no link was likely to answer in time
+    hedged: int = 0  # sent to two workers
+    explored: int = 0  # sent although predicted late, to learn whether the worker recovered
+    silent: int = 0  # links taken out of the rotation for their silence
+
 
 class LinkPool:
     """Links to every worker serving `bundle_hash`, from the addresses in `config.cloud` and the endpoints
     the workers list; thread-safe for one caller picking links."""
 
-    def __init__(self, bundle_hash: str, config: DeviceConfig) -> None:
+    def __init__(self, bundle_hash: str, config: DeviceConfig,
+                 warmup: Callable[[int], inference_pb2.InferRequest] | None = None) -> None:
+        """`warmup`: builds the request each new stream is warmed with (device_agent.link.Link); None: none."""
         self.config = config
+        self._warmup = warmup
+        self.counts = PolicyCounts()
+        self._explored_at: dict[Link, float] = {}
         self._hash = bundle_hash
         self._credentials, self._token = read_credentials(config)
         self._links: list[Link] = []
@@ -48,6 +74,7 @@ class LinkPool:
             self._add_link(address)
         if self.config.cloud:
             threading.Thread(target=self._refresh_endpoints, name="endpoint-refresh", daemon=True).start()
+            threading.Thread(target=self._watch_silence, name="silence-watch", daemon=True).start()
 
     @property
     def links(self) -> list[Link]:
@@ -63,7 +90,8 @@ class LinkPool:
                         reconnect_max_s=self.config.reconnect_max_s,
                         max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
                         on_info=self._on_info, credentials=self._credentials, token=self._token,
-                        tls_server_name=self.config.tls_server_name, logits_codec=self.config.logits_codec)
+                        tls_server_name=self.config.tls_server_name, logits_codec=self.config.logits_codec,
+                        warmup=self._warmup)
             self._links.append(link)
         link.start()
 
@@ -84,6 +112,13 @@ class LinkPool:
             log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
         return not duplicate
 
+    def _watch_silence(self) -> None:
+        """Silent links leave the rotation within silence_s even while no input is being offloaded."""
+        while not self._refresh_stop.wait(self.config.silence_s / 4):
+            for link in self._links:
+                if link.check_silence(self.config.silence_s):
+                    self.counts.silent += 1
+
     def _refresh_endpoints(self) -> None:
         """While fewer workers are linked than the workers list, ask a linked one for the list again: a
         worker that Ray restarted on another node is back at another address, which no handshake on the
@@ -103,6 +138,7 @@ class LinkPool:
                     for old in gone:  # nothing may keep a dropped link alive
                         self._workers = {w: held for w, held in self._workers.items() if held is not old}
                         self._backoff_until.pop(old, None)
+                        self._explored_at.pop(old, None)
                 for old in gone:
                     log.info("dropping %s: no worker lists it any more", old.address)
                     old.close()
@@ -111,21 +147,64 @@ class LinkPool:
                     self._add_link(endpoint)
                 break
 
-    def pick(self) -> Link | None:
+    def choose(self, budget_s: float) -> Choice:
+        """The link for one input whose answer is wanted within `budget_s` seconds."""
+        now = time.perf_counter()
         links = self._links
         count = len(links)
         backoff = self._backoff_until
+        scored: list[tuple[Link, float | None, int]] = []
         for step in range(count):
             link = links[(self._turn + step) % count]
             if not link.ready:
                 continue
+            if link.check_silence(self.config.silence_s):
+                self.counts.silent += 1
+                continue
             if backoff and link in backoff:
-                if backoff[link] > time.perf_counter():
+                if backoff[link] > now:
                     continue  # it answered overloaded a moment ago
                 del backoff[link]
-            self._turn = (self._turn + step + 1) % count
-            return link
-        return None
+            scored.append((link, link.on_time_probability(budget_s, now), step))
+        if not scored:
+            return Choice(None, reason=self.unavailable_reason())
+
+        def likely(item: tuple[Link, float | None, int]) -> float:
+            return 1.0 if item[1] is None else item[1]  # unknown: give it inputs to learn from
+
+        best = max(scored, key=likely)  # the first of equals in rotation order: equals take turns
+        self._turn = (self._turn + best[2] + 1) % count
+        link, probability = best[0], best[1]
+        wanted = self.config.offload_min_on_time_probability
+        if probability is None or probability >= wanted:
+            return Choice(link, probability)
+        if self.config.hedge and len(scored) > 1:
+            second = max((item for item in scored if item is not best), key=likely)
+            if 1.0 - (1.0 - probability) * (1.0 - likely(second)) >= wanted:
+                self.counts.hedged += 1
+                return Choice(link, probability, hedge=second[0])
+        newest = link.newest_sample_age(now)
+        evidence_age = min(now - self._explored_at.get(link, float("-inf")),
+                           float("inf") if newest is None else newest)
+        if evidence_age >= self.config.estimate_refresh_s:
+            # evidence ages: one input now and then shows whether a worker predicted late has recovered
+            self._explored_at[link] = now
+            self.counts.explored += 1
+            return Choice(link, probability)
+        self.counts.predicted_late += 1
+        return Choice(None, probability, reason=(
+            f"predicted_late: the workers' recent round trips put an answer within {budget_s * 1000:g} ms at "
+            f"p={probability:.2f}, below offload_min_on_time_probability {wanted:g}"))
+
+    def pick(self) -> Link | None:
+        """The link for one input with the configured deadline (see `choose`)."""
+        return self.choose(self.config.deadline_ms / 1000.0).link
+
+    def link_stats(self) -> list[dict]:
+        """Each link's estimate against the configured deadline, for the device's metrics."""
+        budget_s = self.config.deadline_ms / 1000.0
+        return [{"address": link.address, "worker_id": link.worker_id, "ready": link.ready,
+                 **vars(link.stats(budget_s))} for link in self._links]
 
     def back_off(self, link: Link, now: float) -> None:
         backoff_s = self.config.overload_backoff_ms / 1000.0

@@ -48,7 +48,11 @@ def test_offloaded_results_equal_offline_mixing(tiny_bundle, server, images):
                                rtol=1e-4, atol=1e-6)
     first = results[0].to_json()
     assert first["source"] == "mixed" and first["reason"] is None and first["worker_id"] == "worker-0"
-    assert set(first["timings_ms"]) == {"device_model", "device_overhead", "cloud_rtt", "total"}
+    assert set(first["timings_ms"]) == {"device_model", "device_overhead", "cloud_rtt", "total",
+                                        "cloud_rtt_p50_estimate", "cloud_rtt_p90_estimate"}
+    # the link's estimate after the first answers (the warm-up's round trip is not in it)
+    assert first["timings_ms"]["cloud_rtt_p50_estimate"] is None
+    assert results[-1].timings_ms["cloud_rtt_p90_estimate"] > 0 and results[-1].on_time_probability == 1.0
     assert first["payload_bytes"] > 0
     json.dumps(first)
 

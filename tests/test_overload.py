@@ -125,15 +125,17 @@ def test_the_device_answers_a_shed_input_locally_at_once_with_reason_overloaded(
     config = WorkerConfig(max_queue_requests=1, max_batch_size=64, max_batch_wait_ms=HOLD_MS)
     device_config = lambda address: DeviceConfig(cloud=[address], deadline_ms=10_000)  # noqa: E731
     with worker_server(tiny_bundle, config) as server, \
-            DeviceAgent(tiny_bundle, device_config(server.address)) as first, \
-            DeviceAgent(tiny_bundle, device_config(server.address)) as second:
-        assert first.wait_ready(30) and second.wait_ready(30)
+            DeviceAgent(tiny_bundle, device_config(server.address)) as first:
+        assert first.wait_ready(30)  # before the second connects: each warm-up is computed at once
+        second = DeviceAgent(tiny_bundle, device_config(server.address))
+        assert second.wait_ready(30)
         results = {}
         queued = threading.Thread(target=lambda: results.setdefault("first", first.infer(images[0])))
         queued.start()
         assert wait_until(lambda: server.server.servicer.batcher.pending == 1)
         results["second"] = second.infer(images[1])
         queued.join(30)
+        second.close()
     shed, served = results["second"], results["first"]
     assert shed.source == LOCAL_FALLBACK and shed.reason.startswith("overloaded: ")
     assert "is overloaded" in shed.reason
@@ -153,10 +155,13 @@ def test_after_an_overloaded_answer_the_device_sends_that_worker_nothing_for_a_w
         tiny_bundle, images, worker_server, backoff_ms):
     config = WorkerConfig(max_queue_requests=1, max_batch_size=64, max_batch_wait_ms=HOLD_MS)
     with worker_server(tiny_bundle, config) as server, \
-            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000)) as first, \
-            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000,
-                                                  overload_backoff_ms=backoff_ms)) as second:
-        assert first.wait_ready(30) and second.wait_ready(30)
+            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000)) as first:
+        # one after the other: each link's warm-up request is computed at once by the idle worker
+        assert first.wait_ready(30)
+        second = DeviceAgent(tiny_bundle, DeviceConfig(cloud=[server.address], deadline_ms=10_000,
+                                                       overload_backoff_ms=backoff_ms))
+        assert second.wait_ready(30)
+        assert shed_total(server) == 0
         queued = threading.Thread(target=first.infer, args=(images[0],))
         queued.start()
         assert wait_until(lambda: server.server.servicer.batcher.pending == 1)
@@ -165,6 +170,7 @@ def test_after_an_overloaded_answer_the_device_sends_that_worker_nothing_for_a_w
         shed_while_full = shed_total(server)
         queued.join(30)  # the worker's queue is empty again, and more than the longest backoff has passed
         resumed = second.infer(images[3])
+        second.close()
     assert refused.reason.startswith("overloaded: ") and refused.timings_ms["cloud_rtt"] is not None
     assert held_back.source == LOCAL_FALLBACK and held_back.reason.startswith("overloaded: ")
     if backoff_ms:
