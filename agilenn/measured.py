@@ -50,6 +50,14 @@ class ProtocolOverheads(_Record):
     raw_response_bytes: int  # the logits alone
 
 
+class GatePoint(_Record):
+    """The confidence gate at one threshold: inputs whose local top probability reaches `threshold` are
+    answered on the device, the others mixed; measured over the test split."""
+    threshold: float
+    local_share: float
+    accuracy: float
+
+
 class Scheme(_Record):
     name: str
     kind: SchemeKind
@@ -73,6 +81,7 @@ class Scheme(_Record):
     alternatives: dict[str, float] = Field(default_factory=dict)  # payload bytes with other coders
     # AgileNN only
     accuracy_local_only: float | None = None
+    confidence_gate: list[GatePoint] = Field(default_factory=list)  # thresholds 0.00 to 1.00
     alpha_local: float | None = None
     accuracy_reference: float | None = None
     # a scheme that ships an int8 device front: the bytes of that file's stored weights (flash), in place

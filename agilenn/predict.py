@@ -48,6 +48,25 @@ def predict(bundle: Bundle, images: np.ndarray, batch_size: int = 500, precision
     return Predictions(local_logits, remote_logits, bundle.mix(local_logits, remote_logits), indices, payloads)
 
 
+GATE_THRESHOLDS = np.round(np.arange(0, 101) / 100, 2)
+
+
+def confidence_gate_curve(local_logits: np.ndarray, mixed_logits: np.ndarray, labels: np.ndarray,
+                          thresholds: np.ndarray = GATE_THRESHOLDS) -> list[dict[str, float]]:
+    """Per threshold T: the share of inputs whose local top probability reaches T (answered on the device,
+    with the local prediction) and the accuracy when the others are mixed."""
+    shifted = np.exp(local_logits - local_logits.max(1, keepdims=True))
+    confidence = (shifted / shifted.sum(1, keepdims=True)).max(1)
+    local_right = local_logits.argmax(1) == labels
+    mixed_right = mixed_logits.argmax(1) == labels
+    curve = []
+    for threshold in thresholds:
+        local = confidence >= threshold
+        curve.append({"threshold": float(threshold), "local_share": float(local.mean()),
+                      "accuracy": float(np.where(local, local_right, mixed_right).mean())})
+    return curve
+
+
 LEVEL_USE_MIN_SHARE = 0.01  # a level that carries less than this share of the sent symbols is not in use
 
 

@@ -29,7 +29,7 @@ from agilenn.datasets import Dataset, load_dataset
 from agilenn.measured import (SCHEMA, CutRecord, MeasuredSchemes, ProtocolOverheads, Scheme, SchemeKind,
                               TradeoffPoint, write_measured)
 from agilenn.onnx_sessions import create_session
-from agilenn.predict import evaluate_bundle
+from agilenn.predict import confidence_gate_curve, evaluate_bundle, predict
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
 from partitioner.export import DeviceModule, RemoteModule
@@ -82,12 +82,15 @@ def measure_agilenn(folder: Path, split, name: str = "agilenn") -> Scheme:
     bundle = Bundle(folder)
     model, config = load_checkpoint(folder / bundle.manifest.files["checkpoint"])
     metrics = evaluate_bundle(bundle, split)
+    outputs = predict(bundle, split.images)
     int8 = bundle.manifest.device_fronts.get("int8")
     return _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
                           RemoteModule(model).eval(), accuracy_local_only=metrics["accuracy_local_only"],
                           alpha_local=metrics["alpha_local"], accuracy_reference=metrics["accuracy_reference"],
                           device_weight_bytes=None if int8 is None else int8.weight_bytes,
-                          accuracy_int8=metrics.get("accuracy_int8"))
+                          accuracy_int8=metrics.get("accuracy_int8"),
+                          confidence_gate=confidence_gate_curve(outputs.local_logits, outputs.mixed_logits,
+                                                                split.labels))
 
 
 def measure_deepcod(folder: Path, split) -> Scheme:

@@ -48,6 +48,13 @@ def _common(parser: argparse.ArgumentParser, link: bool = True) -> None:
     parser.add_argument("--cycles-per-instruction", type=float, default=None, metavar="CPI",
                         help="with --device-time firmware: cycles per instruction (default: the top of the "
                              "stated range, 2.0)")
+    parser.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
+                        help="AgileNN's confidence gate: inputs whose local top probability reaches T are answered "
+                             "on the device; each scheme then reports the share answered locally and the expected "
+                             "accuracy and latency (measured per input; default: no gate)")
+    parser.add_argument("--deadline-ms", type=float, default=None,
+                        help="the device waits at most this long for an answer: an offload that cannot meet it is "
+                             "answered locally once it has passed (default: no deadline)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -62,9 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(sweep, link=False)
     sweep.add_argument("--links", required=True, help="comma-separated link profiles")
     sweep.add_argument("--report", default=None)
-    rec = sub.add_parser("recommend", help="the fastest scheme that reaches an accuracy and fits the device")
+    rec = sub.add_parser("recommend", help="the fastest scheme that reaches an accuracy and fits the device, or "
+                                           "AgileNN's confidence threshold for a latency budget")
     _common(rec)
-    rec.add_argument("--min-accuracy", type=float, required=True)
+    goal = rec.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--min-accuracy", type=float, help="the fastest scheme at this accuracy or better")
+    goal.add_argument("--max-latency-ms", type=float,
+                      help="AgileNN's confidence threshold with the best expected accuracy within this latency")
     fleet = sub.add_parser("fleet", help="N device agents against a running cloud service")
     fleet.add_argument("--devices", type=int, default=10)
     fleet.add_argument("--rate", type=float, default=20.0, help="inferences per second per device")
@@ -117,6 +128,15 @@ def print_result(result: dict[str, Any]) -> None:
     print(HEADER)
     for s in result["schemes"]:
         print(_fmt_row(s))
+    if result.get("confidence_threshold") is not None or result.get("deadline_ms") is not None:
+        print(f"with the confidence gate at {result.get('confidence_threshold')} and a deadline of "
+              f"{result.get('deadline_ms')} ms: share answered on the device, expected accuracy, expected latency")
+        for s in result["schemes"]:
+            if "policy" in s:
+                p = s["policy"]
+                print(f"  {s['name']:<13} {p['locally_answered_share']:>6.1%} {p['expected_accuracy']:>7.4f} "
+                      f"{p['expected_latency_ms']:>9.2f}" + ("  (answers miss the deadline)"
+                                                           if p["answers_in_time"] is False else ""))
     notes = [f"  {s['name']}: {s['note']}" for s in result["schemes"] if s["note"]]
     if notes:
         print("notes:\n" + "\n".join(notes))
@@ -156,7 +176,8 @@ def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | 
     device, cloud = _profiles(args)
     firmware = _firmware(args, device, measured)
     links = [load_link(name) for name in link_names]
-    results = [compare.simulate(measured, device, link, cloud, args.framing, firmware) for link in links]
+    results = [compare.simulate(measured, device, link, cloud, args.framing, firmware, args.confidence_threshold,
+                                args.deadline_ms) for link in links]
     if not args.report:
         return results, None
     from simulation.report import write_report
@@ -203,6 +224,8 @@ def cmd_sweep(args) -> int:
 def cmd_recommend(args) -> int:
     measured = compare.with_logits_codec(compare.load_measured(args.measured), args.logits_codec)
     device, cloud = _profiles(args)
+    if args.max_latency_ms is not None:
+        return _recommend_threshold(args, measured, device, cloud)
     result = compare.recommend(measured, device, load_link(args.link), cloud, args.min_accuracy, args.framing)
     if args.json:
         print(json.dumps(result))
@@ -213,6 +236,21 @@ def cmd_recommend(args) -> int:
     for row in result["candidates"]:
         print(_fmt_row(row) + ("  " + "; ".join(row["why_not"]) if row["why_not"] else "  eligible"))
     return 0 if result["recommended"] else 1
+
+
+def _recommend_threshold(args, measured, device, cloud) -> int:
+    from simulation.gate import recommend_threshold
+
+    link = load_link(args.link)
+    result = compare.simulate(measured, device, link, cloud, args.framing, _firmware(args, device, measured))
+    agilenn = next(row for row in result["schemes"] if row["kind"] == "agilenn")
+    choice = recommend_threshold(measured.scheme("agilenn"), agilenn, args.max_latency_ms, args.deadline_ms)
+    choice.update(device=device.name, link=link.name)
+    if args.json:
+        print(json.dumps(choice))
+    else:
+        print(f"AgileNN on {device.name} over {link.name} within {args.max_latency_ms:g} ms: {choice['reason']}")
+    return 0 if choice["recommended"] else 1
 
 
 def cmd_fleet(args) -> int:

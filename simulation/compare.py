@@ -313,12 +313,26 @@ def summary(measured: MeasuredSchemes, results: list[SchemeResult], device: Devi
 
 
 def simulate(measured: MeasuredSchemes, device: DeviceProfile, link: LinkProfile, cloud: DeviceProfile,
-             framing: str = "grpc", firmware: MeasuredDevice | None = None) -> dict[str, Any]:
+             framing: str = "grpc", firmware: MeasuredDevice | None = None,
+             confidence_threshold: float | None = None, deadline_ms: float | None = None) -> dict[str, Any]:
+    """Every scheme's figures; each also under `policy`: the share answered on the device, the expected
+    accuracy and latency with the confidence gate at `confidence_threshold` (None: every input offloaded)
+    and the device waiting at most `deadline_ms` (simulation.gate)."""
+    from simulation.gate import expected
+
     results = evaluate(measured, device, link, cloud, framing, firmware)
+    schemes = {s.name: s for s in measured.schemes}
+    rows = []
+    for r in results:
+        row = r.to_json()
+        if r.name in schemes and not math.isnan(r.accuracy):
+            row["policy"] = expected(schemes[r.name], row, confidence_threshold, deadline_ms)
+        rows.append(row)
     return {"device": device.name, "link": link.name, "cloud": cloud.name, "framing": framing,
             "device_time": "firmware" if firmware else "model",
             "dataset": measured.dataset, "samples": measured.samples,
-            "schemes": [r.to_json() for r in results],
+            "confidence_threshold": confidence_threshold, "deadline_ms": deadline_ms,
+            "schemes": rows,
             "summary": summary(measured, results, device, link, cloud, framing, firmware)}
 
 
