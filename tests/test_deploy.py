@@ -608,3 +608,15 @@ def test_the_network_policy_lets_the_pods_reach_only_each_other_and_dns() -> Non
             continue
         assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
         assert rule["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_every_ray_pod_runs_its_worker_actors_at_normal_priority() -> None:
+    """Ray starts worker processes at nice 15, which a pod without CAP_SYS_NICE cannot lower: the
+    worker actors would yield to everything else on the node and answer devices late."""
+    cluster = one(K8S / "raycluster.yaml", "RayCluster")
+    spec = cluster["spec"]
+    pods = [spec["headGroupSpec"]["template"]] + [group["template"] for group in spec["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            env = {item["name"]: item.get("value") for item in container.get("env", [])}
+            assert env.get("RAY_worker_niceness") == "0", container["name"]
