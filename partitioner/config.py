@@ -98,6 +98,9 @@ class Export(_Strict):
     int8_calibration_samples: int = Field(2000, ge=1, description="training images that calibrate its ranges")
     int8_max_accuracy_drop: float = Field(0.005, ge=0, description=(
         "largest loss of mixed or local-only test accuracy against float before export refuses"))
+    int8_confidence: float = Field(0.95, gt=0.5, lt=1, description=(
+        "export refuses the int8 front only when its loss exceeds int8_max_accuracy_drop with this confidence "
+        "(a one-sided bound on the paired difference over the test samples)"))
 
 
 class PartitionConfig(_Strict):

@@ -160,7 +160,8 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
                                   train_images[picked[: config.export.int8_calibration_samples]],
                                   writer.folder / DEVICE_INT8_MODEL)
             metrics["int8_verification"] = verify_int8(writer.folder, DEVICE_MODEL, DEVICE_INT8_MODEL, REMOTE_MODEL,
-                                                       model.alpha().item(), test, config.export.int8_max_accuracy_drop)
+                                                       model.alpha().item(), test, config.export.int8_max_accuracy_drop,
+                                                       config.export.int8_confidence)
             log.info("int8 front verified: %s", metrics["int8_verification"])
             files["device_int8"] = DEVICE_INT8_MODEL
         fronts = {precision: front_spec(writer.folder / name) for precision, name in
