@@ -157,6 +157,10 @@ def run_fleets(processes: int, cpus: list[int] | None, devices: int, worker: Clo
         "answered_by_cloud": int(len(answered)), "answered_per_s": sum(part["answered_per_s"] for part in parts),
         "unanswered": sum(part["unanswered"] for part in parts), "overloaded": overloaded,
         "share_overloaded": overloaded / max(inferences, 1),
+        # the mixed share achieved, and the one the offload policy's per-input predictions add up to
+        "mixed_share": sum(part["mixed_share"] * part["inferences"] for part in parts) / max(inferences, 1),
+        "predicted_mixed_share": sum(part["predicted_mixed_share"] * part["inferences"] for part in parts)
+        / max(inferences, 1),
         "shed_by_worker": worker.metric("agilenn_shed_requests_total") - shed_before,
         "latency_answered_ms": {f"p{q}": float(np.percentile(answered, q)) if len(answered) else None
                                 for q in (50, 90, 99)},

@@ -44,7 +44,7 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     agents = [DeviceAgent(bundle, config) for _ in range(devices)]
     try:
         connected = sum(agent.wait_ready(connect_timeout_s) for agent in agents)
-        records: list[list[tuple[float, str, str | None, float | None]]] = [[] for _ in agents]
+        records: list[list[tuple[float, str, str | None, float | None, float | None]]] = [[] for _ in agents]
         start_at = time.perf_counter() + 0.2
         stop_at = start_at + seconds
 
@@ -60,7 +60,12 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
                 if delay > 0:
                     time.sleep(delay)
                 result = agent.infer(images[k % len(images)])
-                out.append((result.timings_ms["total"], result.source, result.reason, result.timings_ms["cloud_rtt"]))
+                # what the policy predicted for this input: its on-time probability when it was sent (no
+                # evidence yet: in time), 0 when it was kept on the device
+                sent = result.timings_ms["cloud_rtt"] is not None or (result.reason or "").startswith("deadline")
+                predicted = (1.0 if result.on_time_probability is None else result.on_time_probability) if sent else 0.0
+                out.append((result.timings_ms["total"], result.source, result.reason, result.timings_ms["cloud_rtt"],
+                            predicted))
                 k += devices
                 due += period
 
@@ -88,6 +93,9 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
               # no inferences, no latencies: null, not a made-up 0 ms
               "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) if flat else None for q in (50, 90, 99)},
               "share_local": (len(flat) - sources.get("mixed", 0)) / max(len(flat), 1),
+              # the mixed share the offload policy achieved, and the one its per-input predictions add up to
+              "mixed_share": sources.get("mixed", 0) / max(len(flat), 1),
+              "predicted_mixed_share": sum(r[4] for r in flat) / max(len(flat), 1),
               "sources": dict(sources), "local_reasons": dict(reasons),
               "answered_by_cloud": len(answered), "answered_per_s": len(answered) / wall,
               "overloaded": reasons.get("overloaded", 0), "unanswered": unanswered,

@@ -22,6 +22,9 @@ def test_fleet_reports_percentiles_throughput_and_local_share(tiny_bundle, tmp_p
     assert result["overloaded"] == 0 and result["share_overloaded"] == 0.0
     assert result["latency_answered_ms"]["p50"] <= result["latency_answered_ms"]["p99"]
     assert (tmp_path / "fleet_latency_cdf.png").stat().st_size > 5000
+    # an idle worker: the policy predicted every sent input in time, and they were
+    assert result["mixed_share"] == 1.0 - result["share_local"]
+    assert abs(result["predicted_mixed_share"] - result["mixed_share"]) <= 0.2
 
 
 def test_fleet_without_a_service_answers_locally_and_says_why(tiny_bundle, capsys):
@@ -33,6 +36,7 @@ def test_fleet_without_a_service_answers_locally_and_says_why(tiny_bundle, capsy
     # no worker reachable: every input went unanswered by the cloud, and none was answered by it
     assert result["unanswered"] == result["inferences"] > 0 and result["answered_by_cloud"] == 0
     assert result["latency_answered_ms"] == {"p50": None, "p90": None, "p99": None}
+    assert result["mixed_share"] == 0.0 and result["predicted_mixed_share"] == 0.0  # nothing was sent
 
 
 def test_a_fleet_run_without_inferences_reports_no_percentiles(tiny_bundle, tmp_path):
