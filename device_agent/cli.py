@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cloud", action="append", default=[],
                      help="worker address host:port (repeat or comma-separate); none: answer locally")
     run.add_argument("--source", required=True,
-                     help="a .npy file, a directory of .npy files, an IDX file (.idx/.gz), or - for .npy arrays on stdin")
+                     help="a .npy file, a directory of .npy files, an IDX file (.idx, *-ubyte, or gzipped: .gz), "
+                          "or - for .npy arrays on stdin")
     run.add_argument("--sink", default="-", help="JSONL file to write results to, or - for stdout (default)")
     run.add_argument("--config", help="device config file (YAML or JSON with DeviceConfig fields)")
     run.add_argument("--deadline-ms", type=float, default=None, help="per-input wait for the remote answer")

@@ -10,6 +10,7 @@ returns False when the link is not ready, and the caller answers locally.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import random
@@ -140,6 +141,19 @@ class Link:
             request.bundle_hash = self._hash_per_request
             self._outbox.put(request)
         return True
+
+    @property
+    def verify_name(self) -> str | None:
+        """The name this link verifies its worker's certificate against, when it is a name: the override,
+        else the address's host unless that is an IP address (None: gRPC checks the address itself)."""
+        if self._tls_server_name:
+            return self._tls_server_name
+        host = address_host(self.address)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        return None
 
     @property
     def last_heard_at(self) -> float:

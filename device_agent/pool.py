@@ -81,7 +81,17 @@ class LinkPool:
         return self._links
 
 
-    def _add_link(self, address: str) -> None:
+    def _tls_name(self, via: Link | None) -> str | None:
+        """The name a link's worker certificate is verified against. Workers advertise the addresses they
+        listen on (a container's or a pod's IP), which their certificate does not name; the certificate
+        names the service the device was configured with. So a link to an advertised endpoint verifies
+        against the name of the link that listed it (the configured address's host, when that is a name
+        and not an IP); `tls_server_name` overrides both."""
+        if self.config.tls_server_name or via is None:
+            return self.config.tls_server_name
+        return via.verify_name
+
+    def _add_link(self, address: str, via: Link | None = None) -> None:
         with self._links_lock:
             if self._closed or any(link.address == address for link in self._links):
                 return
@@ -90,7 +100,7 @@ class LinkPool:
                         reconnect_max_s=self.config.reconnect_max_s,
                         max_message_bytes=self.config.max_message_bytes, clock=time.perf_counter,
                         on_info=self._on_info, credentials=self._credentials, token=self._token,
-                        tls_server_name=self.config.tls_server_name, logits_codec=self.config.logits_codec,
+                        tls_server_name=self._tls_name(via), logits_codec=self.config.logits_codec,
                         warmup=self._warmup)
             self._links.append(link)
         link.start()
@@ -107,7 +117,7 @@ class LinkPool:
                 duplicate = False
         self._workers_listed = len(info.endpoints)
         for endpoint in info.endpoints:
-            self._add_link(endpoint)
+            self._add_link(endpoint, via=link)
         if duplicate:
             log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
         return not duplicate
@@ -144,7 +154,7 @@ class LinkPool:
                     old.close()
                 self._workers_listed = len(info.endpoints)
                 for endpoint in info.endpoints:
-                    self._add_link(endpoint)
+                    self._add_link(endpoint, via=link)
                 break
 
     def choose(self, budget_s: float) -> Choice:

@@ -2,7 +2,7 @@
 
 - a `.npy` file: one sample (C, H, W) or (H, W), or a batch (N, C, H, W) or (N, H, W);
 - a directory: every `.npy` file in it, in name order, each as above;
-- an IDX file (`.idx`, `.idx.gz`, `*-ubyte`, `*-ubyte.gz`), as Fashion-MNIST ships;
+- an IDX file (`.idx`, `*-ubyte`, or either gzipped: any name ending `.gz`), as Fashion-MNIST ships;
 - `-`: standard input carrying .npy arrays back to back (each as above), read as they
   arrive, so a sensor process can pipe samples in: `sensor | agilenn device run --source -`.
 
@@ -41,7 +41,7 @@ def _samples(array: np.ndarray, shape: tuple[int, int, int], name: str) -> Itera
 
 def _is_idx(path: Path) -> bool:
     name = path.name
-    return name.endswith((".idx", ".idx.gz", "-ubyte", "-ubyte.gz"))
+    return name.endswith((".idx", "-ubyte", ".gz"))  # gzip holds only IDX here
 
 
 def _header(stream, name: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -119,9 +119,14 @@ def iter_source(source: str, shape: tuple[int, int, int]) -> Iterator[tuple[str,
     if _is_idx(path):
         from agilenn.datasets import read_idx
 
-        yield from _samples(read_idx(path), shape, path.name)
+        try:
+            images = read_idx(path)
+        except (ValueError, OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise SourceError(f"source {source}: {exc}") from None
+        yield from _samples(images, shape, path.name)
         return
     if path.suffix == ".npy":
         yield from _samples(load_npy(path), shape, path.name)
         return
-    raise SourceError(f"source {source}: expected a .npy file, a directory of them, an IDX file or '-'")
+    raise SourceError(f"source {source}: expected a .npy file, a directory of them, an IDX file (.idx, *-ubyte, "
+                      "or gzipped: .gz) or '-'")
