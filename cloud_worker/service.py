@@ -56,8 +56,11 @@ def serve_at_normal_priority() -> int:
         return niceness
     try:
         for task in os.listdir("/proc/self/task"):
-            os.setpriority(os.PRIO_PROCESS, int(task), 0)
-    except (PermissionError, FileNotFoundError):
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task), 0)
+            except ProcessLookupError:
+                continue  # that thread ended meanwhile
+    except OSError:  # PermissionError without CAP_SYS_NICE; no /proc
         log.warning("this worker runs at niceness %d (Ray's default for worker processes) and may not lower it: "
                     "on a busy machine its answers will be late. Start Ray with %s=0 in its environment",
                     niceness, WORKER_NICENESS_ENV)

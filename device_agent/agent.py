@@ -100,6 +100,11 @@ class DeviceAgent:
         """How often the offload policy answered locally for a predicted late answer, hedged or explored."""
         return self._pool.counts
 
+    @property
+    def silent_links_taken_out(self) -> int:
+        """How often a link was taken out of the rotation for its silence (then probed)."""
+        return self._pool.silent_links_taken_out
+
     def link_stats(self) -> list[dict]:
         """Each link's live estimate (round-trip p50/p90, answers owed, upload rate, on-time probability)."""
         return self._pool.link_stats()
@@ -163,10 +168,15 @@ class DeviceAgent:
         answered = threading.Event()
         slots = {}
         for link in (choice.link, choice.hedge):
-            if link is not None:
-                slot = Slot(answered)
-                if link.send(request, slot):
-                    slots[link] = slot
+            if link is None:
+                continue
+            message = request
+            if choice.hedge is not None:  # each link sets its own fields, and its own thread serializes them
+                message = inference_pb2.InferRequest()
+                message.CopyFrom(request)
+            slot = Slot(answered)
+            if link.send(message, slot):
+                slots[link] = slot
         if not slots:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
                                 choice.link.reason or "unavailable", start, after_model, time.perf_counter(),
@@ -208,17 +218,21 @@ class DeviceAgent:
     @staticmethod
     def _first_answer(slots: dict[Link, Slot], request_id: int, deadline_s: float,
                       answered: threading.Event) -> tuple[Link | None, Slot | None]:
-        """The first slot answered within the deadline; for a hedged input a failed stream waits for the
-        other. Every other slot is forgotten. (None, None) when the deadline passes first."""
+        """The first slot answered OK within the deadline; for a hedged input a failed stream or a refusal
+        (overloaded, an error) waits for the other, and is taken when the other fails too. Every other
+        slot is forgotten. (None, None) when the deadline passes first."""
         give_up = time.perf_counter() + deadline_s
         chosen: tuple[Link | None, Slot | None] = (None, None)
         while True:
             answered.clear()  # then look: an answer that lands after the look sets it again
             finished = [(link, slot) for link, slot in slots.items()
                         if slot.response is not None or slot.failure is not None]
-            success = next(((link, slot) for link, slot in finished if slot.response is not None), None)
+            success = next(((link, slot) for link, slot in finished
+                            if slot.response is not None and slot.response.status.code == 0), None)
             if success is not None or len(finished) == len(slots):
-                chosen = success or finished[0]
+                # all finished and none OK: a refusal says more than a broken stream
+                chosen = success or next(((link, slot) for link, slot in finished if slot.response is not None),
+                                         finished[0])
                 break
             remaining = give_up - time.perf_counter()
             if remaining <= 0 or not answered.wait(remaining):

@@ -196,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
             log.info("interrupted")
         links = agent.link_stats()
         counts = agent.policy_counts
+        silent = agent.silent_links_taken_out
     elapsed = time.perf_counter() - started
     total = sum(sources.values())
     log.info("answered %d inputs in %.2f s: %s", total, elapsed,
              ", ".join(f"{count} {source}" for source, count in sorted(sources.items())) or "none")
     if config.cloud:
         log.info("offload policy: %d predicted_late, %d hedged, %d explored, %d silent links taken out",
-                 counts.predicted_late, counts.hedged, counts.explored, counts.silent)
+                 counts.predicted_late, counts.hedged, counts.explored, silent)
         for link in links:
             log.info("link %s", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in link.items()}))
     return 0

@@ -34,7 +34,7 @@ class DeviceConfig(BaseModel):
     silence_s: float = Field(
         1.0, gt=0.0,
         description="take a worker out of the rotation (and probe it in the background) once it has owed an "
-                    "answer this long without a word; late answers alone never do")
+                    "answer this long without a word (and at least deadline_ms); late answers alone never do")
     estimate_refresh_s: float = Field(
         0.5, gt=0.0,
         description="while a worker is predicted late, offload one input to it this often anyway, so that the "

@@ -120,7 +120,9 @@ class Gateway:
             if self._pool is not None:
                 log.warning("the device now names bundle %s (was %s): reconnecting", bundle_hash, self._pool_hash)
                 self._pool.close()
-            self._pool, self._pool_hash = LinkPool(bundle_hash, self.config), bundle_hash
+            # one answer per payload: the gateway never hedges
+            self._pool = LinkPool(bundle_hash, self.config.model_copy(update={"hedge": False}))
+            self._pool_hash = bundle_hash
         return self._pool
 
     def _forward(self, body: bytes) -> None:
@@ -132,8 +134,9 @@ class Gateway:
             return
         self.stats.payloads += 1
         pool = self._pool_for(bundle_hash)
-        # the board's deadline is the config's deadline_ms: an answer predicted to miss it is refused at once
-        choice = pool.choose(self.config.deadline_ms / 1000.0)
+        # an answer predicted to come after forward_timeout_s is refused at once (the board's own, shorter,
+        # deadline is the board's to keep)
+        choice = pool.choose(self.forward_timeout_s)
         link, info = choice.link, pool.last_info
         if link is None or info is None:
             self._refuse(request_id, _UNAVAILABLE, choice.reason if link is None else "unavailable")

@@ -109,6 +109,7 @@ class Link:
         self._channel: grpc.Channel | None = None
         self._call = None
         self._checking = False  # a silence probe is under way
+        self.silences = 0  # times the link was taken out of the rotation for its silence
         self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
 
     def start(self) -> None:
@@ -190,6 +191,7 @@ class Link:
             if self._checking or not self.ready or self.estimate.silent_for(self._clock()) < silence_s:
                 return False
             self._checking = True
+            self.silences += 1
             self.ready = False
             self.reason = (f"checking: the worker has said nothing for {silence_s:g} s while answers are owed; "
                            "asking whether it is still there")
@@ -293,8 +295,9 @@ class Link:
             if self._logits_codec != RAW_F32LE and self._logits_codec in info.logits_codecs:
                 metadata += ((LOGITS_CODEC_METADATA, self._logits_codec),)
             responses = self._call = stub.InferStream(_requests(outbox), metadata=metadata)
-            if self._warmup is not None:
-                self._warm(responses, outbox)
+            if self._warmup is not None and not self._warm(responses, outbox):
+                self.reason = "stream_closed: the worker ended the stream before answering the warm-up request"
+                return False
             with self._lock:
                 if self._closed.is_set():
                     return False
@@ -342,24 +345,37 @@ class Link:
             self._call = None
         return was_up
 
-    def _warm(self, responses, outbox: queue.SimpleQueue) -> None:
+    def _warm(self, responses, outbox: queue.SimpleQueue) -> bool:
         """One request computed by the worker before the link counts as ready: a cold worker's first answer
         (first model run, first call through its event loop) is the slowest of a run, and would otherwise
         fall on the first input. Its round trip does not enter the estimate. A worker that does not answer
-        within connect_timeout_s has its stream cancelled (the session then fails as unavailable)."""
+        within connect_timeout_s has its stream cancelled (the session then fails as unavailable). False
+        when the worker ended the stream first (it is draining)."""
         self.reason = "warming: waiting for the worker's answer to a first request"
-        outbox.put(self._warmup(WARMUP_REQUEST_ID))
-        timer = threading.Timer(self.connect_timeout_s, responses.cancel)
+        request = self._warmup(WARMUP_REQUEST_ID)
+        request.bundle_hash = self._hash_per_request
+        outbox.put(request)
+        answered = threading.Event()
+
+        def give_up() -> None:
+            if not answered.is_set():
+                responses.cancel()
+
+        timer = threading.Timer(self.connect_timeout_s, give_up)
         timer.start()
         try:
-            answer = next(responses)
+            answer = next(responses, None)
         finally:
+            answered.set()  # a timer already running finds it set and leaves the stream alone
             timer.cancel()
+        if answer is None:
+            return False
         with self._lock:
             self.estimate.heard(self._clock())
         if answer.request_id != WARMUP_REQUEST_ID or answer.status.code not in (0, _OVERLOADED_CODE):
             log.warning("link to %s: the warm-up request was answered %s: %s", self.address,
                         status_name(answer.status.code), answer.status.message)
+        return True
 
     def _log_failure(self, level: int, details: str) -> None:
         """Log why the link is down once per change of reason, not once per attempt."""

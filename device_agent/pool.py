@@ -45,7 +45,6 @@ class PolicyCounts:
     predicted_late: int = 0  # answered locally at once: no link was likely to answer in time
     hedged: int = 0  # sent to two workers
     explored: int = 0  # sent although predicted late, to learn whether the worker recovered
-    silent: int = 0  # links taken out of the rotation for their silence
 
 
 class LinkPool:
@@ -58,6 +57,8 @@ class LinkPool:
         self.config = config
         self._warmup = warmup
         self.counts = PolicyCounts()
+        # a worker is not silent before its answer is even due
+        self._silence_s = max(config.silence_s, config.deadline_ms / 1000.0)
         self._explored_at: dict[Link, float] = {}
         self._hash = bundle_hash
         self._credentials, self._token = read_credentials(config)
@@ -124,10 +125,9 @@ class LinkPool:
 
     def _watch_silence(self) -> None:
         """Silent links leave the rotation within silence_s even while no input is being offloaded."""
-        while not self._refresh_stop.wait(self.config.silence_s / 4):
+        while not self._refresh_stop.wait(self._silence_s / 4):
             for link in self._links:
-                if link.check_silence(self.config.silence_s):
-                    self.counts.silent += 1
+                link.check_silence(self._silence_s)
 
     def _refresh_endpoints(self) -> None:
         """While fewer workers are linked than the workers list, ask a linked one for the list again: a
@@ -168,8 +168,7 @@ class LinkPool:
             link = links[(self._turn + step) % count]
             if not link.ready:
                 continue
-            if link.check_silence(self.config.silence_s):
-                self.counts.silent += 1
+            if link.check_silence(self._silence_s):
                 continue
             if backoff and link in backoff:
                 if backoff[link] > now:
@@ -209,6 +208,11 @@ class LinkPool:
     def pick(self) -> Link | None:
         """The link for one input with the configured deadline (see `choose`)."""
         return self.choose(self.config.deadline_ms / 1000.0).link
+
+    @property
+    def silent_links_taken_out(self) -> int:
+        """How often a link was taken out of the rotation for its silence."""
+        return sum(link.silences for link in self._links)
 
     def link_stats(self) -> list[dict]:
         """Each link's estimate against the configured deadline, for the device's metrics."""

@@ -170,3 +170,57 @@ def test_with_no_worker_every_input_is_answered_locally_and_no_prediction_is_mad
         results = [agent.infer(image) for image in images[:3]]
     assert all(r.source == LOCAL_FALLBACK and r.reason.startswith("no_cloud") for r in results)
     assert np.all([r.on_time_probability is None for r in results])
+
+
+def test_a_stream_ended_before_the_warm_up_answer_is_a_closed_session_not_a_dead_link():
+    import queue
+
+    from agilenn.v1 import inference_pb2
+    from device_agent.link import Link
+
+    class Ended:  # a draining worker ends the stream without answering
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise StopIteration
+
+        def cancel(self):
+            pass
+
+    link = Link("127.0.0.1:1", "sha256:x", connect_timeout_s=5, reconnect_initial_s=0.05, reconnect_max_s=0.1,
+                max_message_bytes=1024, clock=time.perf_counter,
+                warmup=lambda request_id: inference_pb2.InferRequest(request_id=request_id))
+    outbox = queue.SimpleQueue()
+    assert link._warm(Ended(), outbox) is False
+    assert outbox.get_nowait().request_id == 2**64 - 1
+
+
+def test_a_hedged_input_waits_past_a_refusal_for_the_other_answer():
+    import threading
+
+    from agilenn.v1 import inference_pb2
+    from device_agent.link import Slot
+
+    class Forgetful:
+        def __init__(self):
+            self.forgotten = []
+
+        def forget(self, request_id):
+            self.forgotten.append(request_id)
+
+    refusing, answering = Forgetful(), Forgetful()
+    event = threading.Event()
+    refused, served = Slot(event), Slot(event)
+    refused.response = inference_pb2.InferResponse(request_id=7)
+    refused.response.status.code = 8  # RESOURCE_EXHAUSTED: the worker is overloaded
+    event.set()
+
+    def answer_later():
+        time.sleep(0.05)
+        served.response = inference_pb2.InferResponse(request_id=7)
+        event.set()
+
+    threading.Thread(target=answer_later).start()
+    link, slot = DeviceAgent._first_answer({refusing: refused, answering: served}, 7, 5.0, event)
+    assert link is answering and slot is served and refusing.forgotten == [7]
