@@ -4,7 +4,8 @@
 # to the workers through Ray.
 #   docker build -f deploy/bundle.Dockerfile --build-arg BUNDLE=bundles/fashion-mnist \
 #     -t agilenn-bundle:fashion-mnist .
-FROM busybox:1.37
+ARG BUSYBOX_IMAGE=busybox:1.37
+FROM ${BUSYBOX_IMAGE}
 ARG BUNDLE=bundles/fashion-mnist
 COPY ${BUNDLE}/ /bundle/
 USER 1000:1000

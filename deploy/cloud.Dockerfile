@@ -13,6 +13,7 @@ FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY deploy/constraints.txt deploy/
 COPY agilenn/ agilenn/
 COPY cloud_worker/ cloud_worker/
 COPY commands/ commands/
@@ -25,10 +26,12 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # The Ray image's own non-root user `ray` (uid 1000, group users) owns its Python environment;
 # numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 1000:100
-# The wheel with the cloud extra, mounted rather than copied so no layer keeps it. Ray stays pinned to
-# the base image's version: a driver or node of another Ray version cannot join the cluster.
+# The wheel with the cloud extra, mounted rather than copied so no layer keeps it, every package pinned
+# by the images' one constraints file. Ray stays pinned to the base image's version: a driver or node of
+# another Ray version cannot join the cluster.
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install "$(ls /wheels/agilenn-*.whl)[cloud]" "ray[default]==${RAY_VERSION}"
+    --mount=type=bind,from=wheel,source=/src/deploy/constraints.txt,target=/tmp/constraints.txt \
+    pip install -c /tmp/constraints.txt "$(ls /wheels/agilenn-*.whl)[cloud]" "ray[default]==${RAY_VERSION}"
 WORKDIR /home/ray
 # worker i serves gRPC on 50051+i and metrics on 9464+i (two workers by default)
 EXPOSE 50051 50052 9464 9465

@@ -11,17 +11,20 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # only the packages a device runs: the core, the device agent and the `agilenn` command
 COPY pyproject.toml README.md ./
+COPY deploy/constraints.txt deploy/
 COPY agilenn/ agilenn/
 COPY device_agent/ device_agent/
 COPY commands/ commands/
-# into a prefix of its own, so the final image gets the installed files and not the build's leftovers
-RUN pip install --prefix=/install '.[device]'
+# into a prefix of its own, so the final image gets the installed files and not the build's leftovers;
+# every package pinned by the images' one constraints file
+RUN pip install --prefix=/install -c deploy/constraints.txt '.[device]'
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=install /install /usr/local
-# a fixed uid, so that mounted files can be made readable to it alone
-RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+# a fixed uid and gid, so that mounted files can be made readable to it alone (and the group has a name)
+RUN groupadd --system --gid 10001 agilenn \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin agilenn
 USER 10001:10001
 ENTRYPOINT ["agilenn", "device", "run", "--config", "/etc/agilenn/device.yaml"]

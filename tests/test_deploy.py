@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -620,3 +621,42 @@ def test_every_ray_pod_runs_its_worker_actors_at_normal_priority() -> None:
         for container in pod["spec"]["containers"]:
             env = {item["name"]: item.get("value") for item in container.get("env", [])}
             assert env.get("RAY_worker_niceness") == "0", container["name"]
+
+
+def test_every_image_starts_from_a_base_named_by_a_build_argument() -> None:
+    """So that a registry mirror, or a local stand-in base, replaces any base without editing a file."""
+    for name, path in DOCKERFILES.items():
+        instructions = dockerfile_instructions(path)
+        args = {a.split("=", 1)[0] for i, a in instructions if i == "ARG"}
+        stages = {a.split()[-1] for i, a in instructions if i == "FROM" and " AS " in a.upper()}
+        for instruction, arguments in instructions:
+            if instruction == "FROM":
+                base = arguments.split()[0]
+                named = re.fullmatch(r"\$\{(\w+)\}", base)
+                assert (named and named.group(1) in args) or base in stages, f"{name}: FROM {base}"
+
+
+def test_every_image_installs_its_packages_pinned_by_one_constraints_file() -> None:
+    constraints = (REPO / "deploy" / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in constraints if line and not line.startswith("#"))
+    assert all(re.fullmatch(r"[0-9][\w.+!-]*", version) for version in pins.values())
+    for name in ("device", "cloud"):
+        installs = [a for i, a in dockerfile_instructions(DOCKERFILES[name]) if i == "RUN" and "pip install" in a]
+        assert installs and all(re.search(r"-c \S*constraints\.txt", a) for a in installs), name
+        assert "deploy/constraints.txt" in copy_sources(DOCKERFILES[name])
+    # everything the images' extras ask for is pinned (the file holds what they require in turn too)
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = pyproject["dependencies"] + pyproject["optional-dependencies"]["device"] \
+        + pyproject["optional-dependencies"]["cloud"]
+    for requirement in wanted:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pins, f"{name} is installed by an image but not pinned in deploy/constraints.txt"
+    assert pins["ray"] == dict(a.split("=", 1) for i, a in dockerfile_instructions(DOCKERFILES["cloud"])
+                               if i == "ARG" and "=" in a)["RAY_VERSION"]
+
+
+def test_the_device_image_runs_as_a_user_and_group_that_have_names() -> None:
+    runs = " ".join(a for i, a in dockerfile_instructions(DOCKERFILES["device"]) if i == "RUN")
+    user = [a for i, a in dockerfile_instructions(DOCKERFILES["device"]) if i == "USER"][-1]
+    uid, gid = user.split(":")
+    assert f"groupadd --system --gid {gid} agilenn" in runs and f"--uid {uid} --gid {gid}" in runs
