@@ -2,6 +2,7 @@
 # make test-device: the same tests in .venv-device, a device install (no torch, no Ray).
 # make test-cluster: a two-node Ray cluster in network namespaces on this machine (root), a node killed.
 # make test-firmware: the device front as integer C, bit-exact on the host and on QEMU's Cortex-M7.
+# make test-images: deploy/'s images built without a registry and run (root: podman, debootstrap).
 # make demo: the whole system on the embedded default (local Ray, bundled model, Fashion-MNIST).
 VENV   ?= .venv
 PYTHON ?= python3
@@ -13,7 +14,7 @@ DEVICE_STAMP := $(DEVICE_VENV)/.agilenn-installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup data firmware-tools test test-device test-slow test-cluster test-firmware demo bench evaluate clean
+.PHONY: setup data firmware-tools image-tools test test-images test-device test-slow test-cluster test-firmware demo bench evaluate clean
 
 setup: $(STAMP)
 
@@ -30,6 +31,9 @@ data:
 # The Cortex-M7 cross compiler, newlib and QEMU (Debian packages); installed when missing and root.
 firmware-tools:
 	bash scripts/ensure_firmware_tools.sh
+
+image-tools:
+	bash scripts/ensure_image_tools.sh
 
 test: $(STAMP) data
 	$(VENV)/bin/lint-imports --no-cache
@@ -56,6 +60,12 @@ test-cluster: $(STAMP)
 # The firmware tests: generation, host builds over whole test splits, Cortex-M7 builds under QEMU.
 test-firmware: $(STAMP) data firmware-tools
 	$(PY) -m pytest -q -m firmware
+
+# The three images built from deploy/ on local stand-in bases, the cloud serving TLS, tokens and mutual
+# TLS on an internal container network, the device streaming 500 inputs to both workers.
+test-images: $(STAMP) data
+	@if [ "$$(id -u)" -ne 0 ]; then echo "test-images: skipped: needs root (rootful podman, debootstrap)"; \
+	else bash scripts/ensure_image_tools.sh && $(PY) scripts/images.py --inputs 500; fi
 
 demo: $(STAMP) data
 	$(VENV)/bin/agilenn demo

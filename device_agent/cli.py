@@ -18,7 +18,8 @@ from pathlib import Path
 
 from agilenn.bundle import Bundle
 from device_agent.agent import DeviceAgent
-from device_agent.config import DeviceConfig, load_device_config
+from agilenn.config_files import read_yaml_mapping, validate_mapping
+from device_agent.config import DeviceConfig
 from device_agent.sources import SourceError, iter_source
 
 log = logging.getLogger("agilenn.device")
@@ -43,7 +44,9 @@ def setup_logging(fmt: str, level: str) -> None:
 
 
 def build_config(args: argparse.Namespace) -> DeviceConfig:
-    data = load_device_config(args.config).model_dump() if args.config else {}
+    """The config file's fields with the flags over them, validated together: a file may hold a client
+    certificate whose CA comes by flag, as a container's command line gives it."""
+    data = read_yaml_mapping(args.config, "device config", empty_ok=True) if args.config else {}
     if args.cloud:
         data["cloud"] = [address for value in args.cloud for address in value.split(",") if address]
     if args.deadline_ms is not None:
@@ -64,7 +67,7 @@ def build_config(args: argparse.Namespace) -> DeviceConfig:
         value = getattr(args, flag)
         if value is not None:
             data[field] = value
-    return DeviceConfig.model_validate(data)
+    return validate_mapping(DeviceConfig, data, args.config or "the command line", "device config")
 
 
 def build_parser() -> argparse.ArgumentParser:

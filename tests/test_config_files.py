@@ -85,3 +85,19 @@ def test_a_profile_error_is_a_config_file_error(tmp_path):
     path.write_text("name: l\n")
     with pytest.raises(ConfigFileError, match=r"link\.yaml: invalid profile: "):
         load_link(path)
+
+
+def test_a_device_config_file_and_the_flags_are_validated_together(tmp_path):
+    """A container's config file may name the client certificate while its command line gives the CA."""
+    from agilenn.config_files import ConfigFileError
+    from device_agent.cli import build_config, build_parser
+
+    path = tmp_path / "device.yaml"
+    path.write_text("cloud: ['agilenn-cloud:50051']\ncert_file: /etc/agilenn/client.pem\nkey_file: /k\n")
+    args = build_parser().parse_args(["run", "--bundle", "b", "--source", "-", "--config", str(path),
+                                      "--ca", "/etc/agilenn/ca.pem"])
+    config = build_config(args)
+    assert config.ca_file == "/etc/agilenn/ca.pem" and config.cert_file == "/etc/agilenn/client.pem"
+    without_ca = build_parser().parse_args(["run", "--bundle", "b", "--source", "-", "--config", str(path)])
+    with pytest.raises(ConfigFileError, match="give ca_file"):
+        build_config(without_ca)
