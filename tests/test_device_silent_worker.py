@@ -2,50 +2,12 @@
 the first missed deadline, and the device offloads to the other workers instead of waiting out a deadline
 on every other input; a worker that is only slow stays linked."""
 
-import socket
-import threading
 import time
 
 import numpy as np
 
 from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
-
-
-class SilenceableProxy:
-    """TCP forwarding to a worker that, once silenced, swallows every byte both ways and keeps every
-    connection open, as a peer that vanished from the network looks to TCP."""
-
-    def __init__(self, target_port: int) -> None:
-        self.silent = threading.Event()
-        self._target = ("127.0.0.1", target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if not self.silent.is_set():
-                    sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._server.close()
-        for sock in self._sockets:
-            sock.close()
+from forwarding import TcpForwarder
 
 
 def test_a_silent_worker_leaves_the_rotation_within_silence_s_and_every_input_is_answered(tiny_bundle,
@@ -53,7 +15,7 @@ def test_a_silent_worker_leaves_the_rotation_within_silence_s_and_every_input_is
     image = np.zeros(tiny_bundle.manifest.input.shape, dtype=np.uint8)
     with worker_server(tiny_bundle, worker_id="worker-0") as far, \
             worker_server(tiny_bundle, worker_id="worker-1") as near:
-        proxy = SilenceableProxy(far.port)
+        proxy = TcpForwarder(far.port)
         try:
             for server in (far, near):
                 server.server.servicer._endpoints = lambda: [proxy.address, near.address]

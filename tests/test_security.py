@@ -29,6 +29,7 @@ from cloud_worker.tokens import (TokenFile, TokenFileWatcher, TokenTable, issue_
                                  revoke_tokens, write_token_file)
 from commands.certs import write_dev_certificates
 from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
+from forwarding import TcpForwarder
 
 
 @pytest.fixture(scope="module")
@@ -629,60 +630,12 @@ def test_a_connection_that_fails_checks_for_many_ids_is_locked_out(tiny_bundle, 
     assert code == "UNAUTHENTICATED" and "too many failed token checks" in message
 
 
-class Forwarder:
-    """TCP forwarding from `host`:random port to a worker: the address a worker in a container or a pod
-    advertises, which its certificate does not name."""
-
-    def __init__(self, host: str, target_port: int) -> None:
-        import socket
-        import threading
-
-        self._target = ("127.0.0.1", target_port)
-        self._server = socket.create_server((host, 0))
-        self.address = f"{host}:{self._server.getsockname()[1]}"
-        self._sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, sink) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._server.close()
-        for sock in self._sockets:
-            sock.close()
-
-
 def test_advertised_endpoints_are_verified_against_the_name_the_device_was_given(tiny_bundle, tls, certs,
                                                                                images, caplog):
     # the certificate names localhost (and 127.0.0.1), not 127.0.0.2, where the second worker is advertised
     with ServerThread(tiny_bundle, tls=tls, worker_id="w0") as first, \
             ServerThread(tiny_bundle, tls=tls, worker_id="w1") as second:
-        advertised = Forwarder("127.0.0.2", second.port)
+        advertised = TcpForwarder(second.port, host="127.0.0.2")
         try:
             for server in (first, second):
                 server.server.servicer._endpoints = lambda: [f"localhost:{first.port}", advertised.address]
