@@ -166,6 +166,19 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join([head, ""] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
+def failures(report: dict[str, Any]) -> list[str]:
+    """What the demo promises and did not keep: every input answered, and every answer the one offline
+    evaluation gives for the same input (mixed where it was offloaded, the device's own everywhere)."""
+    found = []
+    if report["answered"] != report["total"]:
+        found.append(f"{report['total'] - report['answered']} of {report['total']} inputs unanswered")
+    if report["mixed_mismatches_vs_evaluate"]:
+        found.append(f"{report['mixed_mismatches_vs_evaluate']} offloaded predictions differ from offline evaluation")
+    if report["local_mismatches_vs_evaluate"]:
+        found.append(f"{report['local_mismatches_vs_evaluate']} device predictions differ from offline evaluation")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agilenn demo", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
@@ -203,13 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             encoding=LogitsEncoding.Q8 if args.logits == "q8" else LogitsEncoding.F32)
         report["dataset"] = dataset_name
         print(json.dumps(report) if args.json else demo_firmware.format_table(report))
-        return 0 if report["answered"] == report["total"] else 1
+        return _exit_code(report)
     report = run_demo(args.bundle, split.images, split.labels, workers=args.workers, deadline_ms=args.deadline_ms,
                       confidence_threshold=args.confidence_threshold, progress=not args.no_progress,
                       secure=args.secure)
     report["dataset"] = dataset_name
     print(json.dumps(report) if args.json else format_table(report))
-    return 0
+    return _exit_code(report)
+
+
+def _exit_code(report: dict[str, Any]) -> int:
+    """0 when the run kept every promise, else 1 with each broken one on standard error."""
+    broken = failures(report)
+    for line in broken:
+        print(f"agilenn demo: {line}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
