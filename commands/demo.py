@@ -108,7 +108,7 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
     mixed_mask = np.array([r.source == MIXED for r in results])
     offline_mixed, offline_local = offline_predictions(bundle, images)
     sources = Counter(r.source for r in results)
-    reasons = Counter((r.reason or "").split(":")[0] for r in results if r.reason)
+    reasons = Counter(r.reason_code for r in results if r.reason_code)
     rtts = [r.timings_ms["cloud_rtt"] for r in results if r.timings_ms["cloud_rtt"] is not None]
     payloads = [r.payload_bytes for r in results if r.payload_bytes is not None]
     report = {

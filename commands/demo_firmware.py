@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from agilenn.outcomes import ReasonCode
 from agilenn.serial_frames import LogitsEncoding, Reason, Source
 from commands.demo import local_cloud
 
@@ -116,7 +117,7 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
         "accuracy_local_only": float((local_predicted == labels).mean()),
         "mixed_share": float(mixed.mean()),
         "sources": dict(Counter(SOURCES[r.source] for r in results)),
-        "fallback_reasons": dict(Counter((reason_text(r, deadline_ms) or "").split(":")[0]
+        "fallback_reasons": dict(Counter(str(ReasonCode.of(reason_text(r, deadline_ms)))
                                          for r in results if r.reason != Reason.NONE)),
         "mixed_mismatches_vs_evaluate": int((predicted[mixed] != offline_mixed[mixed]).sum()),
         "local_mismatches_vs_evaluate": int((local_predicted != offline_local).sum()),

@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 
 from agilenn.bundle import Bundle
+from agilenn.outcomes import ReasonCode, Source
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig
@@ -32,9 +33,9 @@ from device_agent.pool import BundleMismatchError, LinkPool, read_credentials  #
 
 log = logging.getLogger(__name__)
 
-MIXED = "mixed"
-LOCAL_ONLY_POLICY = "local_only_policy"
-LOCAL_FALLBACK = "local_fallback"
+MIXED = Source.MIXED
+LOCAL_ONLY_POLICY = Source.LOCAL_ONLY_POLICY
+LOCAL_FALLBACK = Source.LOCAL_FALLBACK
 # A worker whose queue is full answers a request at once with this status, in the response.
 _OVERLOADED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
@@ -54,6 +55,7 @@ class Result:
     id: str | None = None
     on_time_probability: float | None = None  # the policy's prediction for this input (None: none made)
     hedged: bool = False  # sent to two workers, the first answer taken
+    reason_code: str | None = None  # the reason's agilenn.outcomes.ReasonCode, for programs
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -261,7 +263,7 @@ class DeviceAgent:
             source=source, reason=reason, local_label=local_label, timings_ms=timings,
             payload_bytes=payload_bytes, worker_id=worker_id, id=sample_id,
             on_time_probability=None if choice is None else choice.on_time_probability,
-            hedged=choice is not None and choice.hedge is not None)
+            hedged=choice is not None and choice.hedge is not None, reason_code=ReasonCode.of(reason))
 
     def run(self, samples: Iterable[tuple[str | None, np.ndarray]]) -> Iterator[Result]:
         """Results for (id, image) pairs, in order."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from agilenn.outcomes import ReasonCode
 from agilenn.serial_frames import (FrameDecoder, FrameError, FrameType, LogitsEncoding, encode_frame, pack_logits,
                                    pack_logits_error, unpack_payload)
 from agilenn.v1 import inference_pb2
@@ -180,7 +181,7 @@ class Gateway:
 
     def _refuse(self, device_request: int, code: int, reason: str) -> None:
         self.stats.refused += 1
-        kind = reason.split(":")[0]
+        kind = str(ReasonCode.of(reason))
         self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
         self._write(FrameType.LOGITS, pack_logits_error(device_request, code, reason))
 

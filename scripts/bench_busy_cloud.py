@@ -48,7 +48,7 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
 
 def _summary(results: list[dict], labels: np.ndarray, deadline_ms: float) -> dict:
     sources = Counter(r["source"] for r in results)
-    reasons = Counter((r["reason"] or "").split(":")[0] for r in results if r["source"] != "mixed")
+    reasons = Counter(r["reason_code"] for r in results if r["source"] != "mixed")
     rtts = np.array([r["timings_ms"]["cloud_rtt"] for r in results if r["timings_ms"].get("cloud_rtt") is not None])
     predicted = [r["label"] for r in results]
     return {

@@ -563,7 +563,7 @@ def stream_through_node_failure(cluster: LocalCluster, failure: str = "kill", ga
             serving_again.setdefault(match.group(1), ts)
     restart_logged = next((ts for ts, line in service_log if "Ray restarted" in line), None)
     tail = results[-inputs_after:]
-    reasons = collections.Counter(r["reason"].split(":", 1)[0] for r in fallbacks if r["reason"])
+    reasons = collections.Counter(r["reason_code"] for r in fallbacks if r["reason_code"])
     return {
         "security": cluster.security,
         "failure": failure,

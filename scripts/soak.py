@@ -132,7 +132,7 @@ class DeviceLoops:
                 counts["mixed"] += 1
                 latencies[n] = result.timings_ms["total"]
             elif result.reason:
-                name = result.reason.split(":")[0]
+                name = str(result.reason_code)
                 reasons[name] = reasons.get(name, 0) + 1
                 if result.timings_ms.get("cloud_rtt") is None and name != "overloaded":
                     counts["unanswered"] += 1

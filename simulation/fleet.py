@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from agilenn.outcomes import ReasonCode
 from simulation.plotting import pyplot
 
 
@@ -62,10 +63,10 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
                 result = agent.infer(images[k % len(images)])
                 # what the policy predicted for this input: its on-time probability when it was sent (no
                 # evidence yet: in time), 0 when it was kept on the device
-                sent = result.timings_ms["cloud_rtt"] is not None or (result.reason or "").startswith("deadline")
+                sent = result.timings_ms["cloud_rtt"] is not None or result.reason_code == ReasonCode.DEADLINE
                 predicted = (1.0 if result.on_time_probability is None else result.on_time_probability) if sent else 0.0
-                out.append((result.timings_ms["total"], result.source, result.reason, result.timings_ms["cloud_rtt"],
-                            predicted))
+                out.append((result.timings_ms["total"], result.source, result.reason_code,
+                            result.timings_ms["cloud_rtt"], predicted))
                 k += devices
                 due += period
 
@@ -81,12 +82,12 @@ def run_fleet(bundle_path: str | Path, cloud: str, devices: int = 10, rate_hz: f
     flat = [r for rs in records for r in rs]
     latencies = np.array([r[0] for r in flat])
     sources = Counter(r[1] for r in flat)
-    reasons = Counter(r[2].split(":")[0] for r in flat if r[2])
+    reasons = Counter(str(r[2]) for r in flat if r[2])
     answered = np.array([r[0] for r in flat if r[1] == "mixed"])
     # a fallback with no round trip got no answer from the cloud at all, unless the device held it back
     # because the worker had just answered overloaded
     unanswered = sum(1 for r in flat if r[1] == "local_fallback" and r[3] is None
-                     and not r[2].startswith("overloaded"))
+                     and r[2] != ReasonCode.OVERLOADED)
     result = {"devices": devices, "connected": connected, "rate_hz_per_device": rate_hz, "seconds": seconds,
               "cloud": cloud, "bundle": str(bundle_path), "inferences": len(flat),
               "throughput_per_s": len(flat) / wall, "offered_per_s": devices * rate_hz,

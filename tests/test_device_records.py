@@ -9,7 +9,7 @@ from device_agent.link import Slot
 def test_a_result_is_exactly_its_json_fields():
     assert [f.name for f in fields(Result)] == ["index", "label", "label_name", "probabilities", "source", "reason",
                                                 "timings_ms", "local_label", "payload_bytes", "worker_id", "id",
-                                                "on_time_probability", "hedged"]
+                                                "on_time_probability", "hedged", "reason_code"]
     result = Result(index=0, label=1, label_name="b", probabilities=[0.25, 0.75], source="mixed", reason=None,
                     timings_ms={"total": 1.23456})
     assert list(result.to_json()) == [f.name for f in fields(Result)]
