@@ -35,6 +35,12 @@ REFERENCE_MODEL = "reference.onnx"
 UNHASHED_ROLES = ("checkpoint",)
 
 
+
+def mix_logits(local_logits, remote_logits, alpha_local):
+    """AgileNN's one mixing rule: alpha * local + (1 - alpha) * remote, for numpy arrays and torch
+    tensors alike (training, export, the device and offline evaluation all mix through it)."""
+    return alpha_local * local_logits + (1.0 - alpha_local) * remote_logits
+
 class BundleError(ValueError):
     """A bundle that is missing, malformed or does not match its own hash."""
 
@@ -229,12 +235,14 @@ class Bundle:
         return self._sessions[key]
 
     def mix(self, local_logits: np.ndarray, remote_logits: np.ndarray) -> np.ndarray:
-        alpha = self.manifest.mixing.alpha_local
-        return alpha * local_logits + (1.0 - alpha) * remote_logits
+        return mix_logits(local_logits, remote_logits, self.manifest.mixing.alpha_local)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """uint8 or float images, (N, C, H, W) or one (C, H, W), to device.onnx's input."""
+        """uint8 or float images, (N, C, H, W), one (C, H, W), or one (H, W) for a one-channel bundle, to
+        device.onnx's input (float32, batched); BundleError for another shape."""
         images = np.asarray(images)
+        if images.ndim == 2 and self.manifest.input.shape[0] == 1:
+            images = images[None]
         if images.ndim == 3:
             images = images[None]
         expected = tuple(self.manifest.input.shape)

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 import grpc
 import numpy as np
 
-from agilenn.bundle import Bundle
+from agilenn.bundle import Bundle, mix_logits
 from agilenn.outcomes import ReasonCode, Source
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
@@ -137,11 +137,7 @@ class DeviceAgent:
         index = next(self._index)
         self._choice = self._estimate = None
         start = time.perf_counter()
-        x = np.asarray(image, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None]
-        x = x[None]
-        local_logits, indices = self._session.run(self._outputs, {self._input_name: x})
+        local_logits, indices = self._session.run(self._outputs, {self._input_name: self.bundle.prepare(image)})
         after_model = time.perf_counter()
         local = local_logits[0]
         self._local_label = int(local.argmax())
@@ -213,7 +209,7 @@ class DeviceAgent:
         except TensorError as exc:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK, f"worker_error: {exc}",
                                 start, after_model, sent, rtt_ms, len(payload), response.worker_id, woke)
-        mixed = self._alpha * local + (1.0 - self._alpha) * remote
+        mixed = mix_logits(local, remote, self._alpha)
         return self._result(index, sample_id, _softmax(mixed), MIXED, None, start, after_model, sent, rtt_ms,
                             len(payload), response.worker_id, woke)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from agilenn.bundle import (DEVICE_INT8_MODEL, DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest,
-                            MixingSpec, QuantizerSpec, SplitSpec)
+                            MixingSpec, QuantizerSpec, SplitSpec, mix_logits)
 from agilenn.datasets import Dataset
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import run_batched
@@ -98,8 +98,8 @@ def verify(folder: Path, device: DeviceModule, remote: RemoteModule, reference: 
     (o_remote_same,) = run_batched(session(REMOTE_MODEL), t_indices)
     (o_remote,) = run_batched(session(REMOTE_MODEL), o_indices)
     remote_diff = float(np.abs(t_remote - o_remote_same).max())
-    t_pred = (alpha * t_local + (1 - alpha) * t_remote).argmax(1)
-    o_pred = (alpha * o_local + (1 - alpha) * o_remote).argmax(1)
+    t_pred = mix_logits(t_local, t_remote, alpha).argmax(1)
+    o_pred = mix_logits(o_local, o_remote, alpha).argmax(1)
     prediction_mismatches = int((t_pred != o_pred).sum())
     report = {"verify_samples": len(images), "max_abs_diff_local_logits": local_diff,
               "max_abs_diff_remote_logits": remote_diff, "index_mismatch_share": index_mismatch,

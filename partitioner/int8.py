@@ -26,6 +26,7 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from agilenn.bundle import mix_logits
 from agilenn.datasets import Split
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import run_batched
@@ -137,8 +138,8 @@ def verify_int8(folder: Path, float_name: str, int8_name: str, remote_name: str,
     def right(logits: np.ndarray) -> np.ndarray:
         return logits.argmax(1) == labels
 
-    pairs = {"accuracy": (right(alpha * float_local + (1 - alpha) * float_remote),
-                          right(alpha * int8_local + (1 - alpha) * int8_remote)),
+    pairs = {"accuracy": (right(mix_logits(float_local, float_remote, alpha)),
+                          right(mix_logits(int8_local, int8_remote, alpha))),
              "accuracy_local_only": (right(float_local), right(int8_local))}
     report: dict[str, float] = {"samples": len(labels)}
     drops = {}

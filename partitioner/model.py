@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agilenn.bundle import mix_logits
 from partitioner.config import PartitionConfig
 from partitioner.quantizer import SoftToHardQuantizer
 from partitioner.registry import build_network
@@ -76,7 +77,7 @@ class AgileNN(nn.Module):
         quantized, indices = self.quantizer(features[:, k:])
         remote_logits = self.remote(quantized)
         alpha = self.alpha()
-        mixed = alpha * local_logits + (1 - alpha) * remote_logits
+        mixed = mix_logits(local_logits, remote_logits, alpha)
         return SplitOutput(features, local_logits, remote_logits, mixed, indices)
 
     def forward(self, x: torch.Tensor) -> SplitOutput:

@@ -200,3 +200,13 @@ def test_daemon_writes_one_json_line_per_input(tiny_bundle, server, images, tmp_
     lines = [json.loads(line) for line in sink.read_text().splitlines()]
     assert len(lines) == 7 and all(line["source"] == "mixed" for line in lines)
     assert [line["id"] for line in lines] == [f"inputs.npy[{i}]" for i in range(7)]
+
+
+def test_the_agent_prepares_inputs_as_the_bundle_does_and_names_a_wrong_shape(tiny_bundle, images):
+    from agilenn.bundle import BundleError
+
+    with DeviceAgent(tiny_bundle, DeviceConfig()) as agent:
+        one_channel = agent.infer(images[0][0])  # (H, W) for a one-channel bundle
+        assert one_channel.label == agent.infer(images[0]).label
+        with pytest.raises(BundleError, match=r"input shaped \(1, 8, 8\) per sample, the bundle takes \(1, 16, 16\)"):
+            agent.infer(np.zeros((1, 8, 8), np.uint8))
