@@ -88,7 +88,6 @@ class Link:
         self.refused_access = False  # the last attempt was refused for its token or TLS: retry slowly
         self._logged_reason: str | None = None
         self.bundle_hash = bundle_hash
-        self._hash_per_request = bundle_hash  # until the worker says it takes the stream's metadata
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
@@ -139,7 +138,6 @@ class Link:
             self._pending[request.request_id] = slot
             slot.sent_at = self._clock()
             self.estimate.sent(request.request_id, slot.sent_at, len(request.features.data))
-            request.bundle_hash = self._hash_per_request
             self._outbox.put(request)
         return True
 
@@ -288,9 +286,7 @@ class Link:
             if self._on_info is not None and not self._on_info(self, info):
                 return False
             outbox: queue.SimpleQueue = queue.SimpleQueue()
-            # the bundle is named once for the stream, and in every request only for a worker
-            # that predates that (it would refuse requests naming none)
-            self._hash_per_request = "" if info.accepts_call_bundle_hash else self.bundle_hash
+            # the bundle is named once, in the stream's metadata; requests leave bundle_hash empty
             metadata = ((BUNDLE_HASH_METADATA, self.bundle_hash),) + self._auth_metadata
             if self._logits_codec != RAW_F32LE and self._logits_codec in info.logits_codecs:
                 metadata += ((LOGITS_CODEC_METADATA, self._logits_codec),)
@@ -352,9 +348,7 @@ class Link:
         within connect_timeout_s has its stream cancelled (the session then fails as unavailable). False
         when the worker ended the stream first (it is draining)."""
         self.reason = "warming: waiting for the worker's answer to a first request"
-        request = self._warmup(WARMUP_REQUEST_ID)
-        request.bundle_hash = self._hash_per_request
-        outbox.put(request)
+        outbox.put(self._warmup(WARMUP_REQUEST_ID))
         answered = threading.Event()
 
         def give_up() -> None:

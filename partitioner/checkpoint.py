@@ -60,8 +60,7 @@ def load_bundle_checkpoint(path: str | Path) -> dict[str, Any]:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        hint = ("; a bundle checkpoint from before the safetensors format is converted by "
-                "scripts/convert_bundle_checkpoint.py" if path.suffix == ".pt" else "")
+        hint = "; export the bundle again with this version" if path.suffix == ".pt" else ""
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); "
                               f"it is not loaded any other way, since unpickling could run code{hint}") from exc
     if METADATA_KEY not in metadata:

@@ -16,7 +16,6 @@ from torch import nn
 
 FEATURE_RANGE = 6.0  # ReLU6 features
 MIN_GAP_SHARE = 0.25  # a gap between two levels is at least this share of an even spacing
-LEGACY_KEY = "logits"  # centroids stored as logit(c / 6), one per level, unordered
 
 
 def nearest_centroid(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -122,17 +121,6 @@ class SoftToHardQuantizer(nn.Module):
         hard = centroids[indices]
         return soft + (hard - soft).detach(), indices
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        upgrade_legacy_keys(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def upgrade_legacy_keys(state_dict: dict, prefix: str) -> None:
-    """Checkpoints from before the ordered parametrisation stored one logit of c/6 per level: the
-    same levels in today's form, in place (levels that had met are moved apart to the floor)."""
-    legacy = state_dict.pop(prefix + LEGACY_KEY, None)
-    if legacy is not None and prefix + "gap_logits" not in state_dict:
-        state_dict[prefix + "gap_logits"] = gap_logits_for(FEATURE_RANGE * torch.sigmoid(legacy))
 
 def hard_entropy_bits(indices: torch.Tensor, levels: int) -> float:
     """Empirical bits per symbol of hard indices (N, C, ...) under per-channel tables."""

@@ -28,7 +28,7 @@ from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
                                    skewness_loss)
 from partitioner.model import AgileNN
-from partitioner.quantizer import hard_entropy_bits, kmeans_centroids, upgrade_legacy_keys
+from partitioner.quantizer import hard_entropy_bits, kmeans_centroids
 from partitioner.remap import permute_input_channels, permute_output_channels, remap_order
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ class Trainer:
         if not path.exists():
             return
         state = load_run_checkpoint(path)
-        upgrade_legacy_keys(state["model"], "quantizer.")
         polish_started = state["stage"] == "polish" or state.get("polished", False)
         # a from-scratch run's joint settings (quantizer, heads, losses) may change until joint training
         # takes its first step: the reference stage and the remap do not depend on them
@@ -141,7 +140,6 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"fine_tune_from: no checkpoint at {path}; train or export that split first")
         state = load_any_checkpoint(path)
-        upgrade_legacy_keys(state["model"], "quantizer.")
         if state.get("stage", "done") != "done":
             raise ValueError(f"fine_tune_from: {path} is still at stage {state['stage']!r}; finish that run first")
         theirs = state["config"]

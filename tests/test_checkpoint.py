@@ -4,15 +4,13 @@ import copy
 import pickle
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
-from agilenn.bundle import Bundle, write_manifest
+from agilenn.bundle import Bundle
 from partitioner.analysis import load_checkpoint
 from partitioner.checkpoint import (BUNDLE_CHECKPOINT, CheckpointError, load_bundle_checkpoint, load_run_checkpoint,
                                     save_bundle_checkpoint)
@@ -20,7 +18,6 @@ from partitioner.splits import load_reference
 from partitioner.testing import synthetic_dataset, tiny_config
 from partitioner.train import CHECKPOINT, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class CreatesFile:
@@ -107,21 +104,9 @@ def test_a_run_checkpoint_holding_code_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-def test_an_older_bundles_torch_checkpoint_is_converted_with_the_same_hash(bundle_copy):
+def test_a_torch_pickle_checkpoint_is_refused_and_never_unpickled(bundle_copy):
     state = load_bundle_checkpoint(bundle_copy / BUNDLE_CHECKPOINT)
-    manifest = Bundle(bundle_copy).manifest
     torch.save(state, bundle_copy / "partitioner.pt")
-    (bundle_copy / BUNDLE_CHECKPOINT).unlink()
-    legacy = write_manifest(bundle_copy, manifest.model_copy(
-        update={"files": {**manifest.files, "checkpoint": "partitioner.pt"}}))
-    with pytest.raises(CheckpointError, match="convert_bundle_checkpoint.py"):
+    with pytest.raises(CheckpointError, match="not loaded any other way, since unpickling could run code; export"):
         load_checkpoint(bundle_copy / "partitioner.pt")
 
-    subprocess.run([sys.executable, str(REPO / "scripts" / "convert_bundle_checkpoint.py"), str(bundle_copy)],
-                   check=True, capture_output=True, cwd=REPO)
-    converted = Bundle(bundle_copy)
-    assert converted.bundle_hash == legacy.bundle_hash == manifest.bundle_hash
-    assert converted.manifest.files["checkpoint"] == BUNDLE_CHECKPOINT
-    assert not (bundle_copy / "partitioner.pt").exists()
-    again = load_bundle_checkpoint(bundle_copy / BUNDLE_CHECKPOINT)
-    assert all(torch.equal(again["model"][k], v) for k, v in state["model"].items())

@@ -57,26 +57,6 @@ def test_offloaded_results_equal_offline_mixing(tiny_bundle, server, images):
     json.dumps(first)
 
 
-def test_a_worker_that_wants_the_bundle_in_every_request_still_gets_it(tiny_bundle, images, monkeypatch,
-                                                                       worker_server):
-    from cloud_worker.server import InferenceServicer
-
-    decode, info = InferenceServicer._decode, InferenceServicer.GetServiceInfo
-
-    async def older_info(self, request, context):  # a worker from before the stream's metadata
-        answer = await info(self, request, context)
-        answer.ClearField("accepts_call_bundle_hash")
-        return answer
-
-    monkeypatch.setattr(InferenceServicer, "_decode", lambda self, request, call_hash="": decode(self, request))
-    monkeypatch.setattr(InferenceServicer, "GetServiceInfo", older_info)
-    with worker_server(tiny_bundle) as older, \
-            DeviceAgent(tiny_bundle, DeviceConfig(cloud=[older.address], deadline_ms=5000)) as agent:
-        assert agent.wait_ready(30)
-        results = [agent.infer(image) for image in images[:5]]
-    assert [r.source for r in results] == [MIXED] * 5, results[0].reason
-
-
 def test_no_cloud_answers_locally_and_says_why(tiny_bundle, images):
     with DeviceAgent(tiny_bundle, DeviceConfig()) as agent:
         result = agent.infer(images[0])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from agilenn.bundle import Bundle, BundleError
+from agilenn.bundle import BundleError
 from agilenn.predict import evaluate_bundle, int8_features
 from device_agent import LOCAL_FALLBACK, DeviceAgent, DeviceConfig
 from device_agent.cli import main as device_main

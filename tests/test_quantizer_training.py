@@ -4,8 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
-from partitioner.quantizer import (FEATURE_RANGE, SoftToHardQuantizer, hard_entropy_bits, kmeans_centroids,  # noqa: E402
-                                   upgrade_legacy_keys)
+from partitioner.quantizer import FEATURE_RANGE, SoftToHardQuantizer, hard_entropy_bits, kmeans_centroids  # noqa: E402
 from partitioner.train import distillation_loss  # noqa: E402
 
 
@@ -68,17 +67,6 @@ def test_rate_bits_is_about_the_entropy_of_each_channels_histogram():
     assert float(q.rate_bits(one_level).detach()) == pytest.approx(0.0, abs=0.01)
     assert float(q.rate_bits(two_levels).detach()) == pytest.approx(1.0, abs=0.01)
     assert hard_entropy_bits(q.indices(two_levels), 2) == pytest.approx(1.0)
-
-
-def test_a_checkpoint_with_one_logit_per_level_loads_as_the_same_ordered_levels():
-    levels = torch.tensor([4.0, 0.2, 1.5])
-    state = {"logits": torch.logit(levels / FEATURE_RANGE)}
-    q = SoftToHardQuantizer(levels=3)
-    q.load_state_dict(state)
-    assert q.centroids().detach().tolist() == pytest.approx([0.2, 1.5, 4.0], abs=1e-3)
-    merged = {"quantizer.logits": torch.logit(torch.tensor([0.06, 2.08, 2.08, 2.10]) / FEATURE_RANGE)}
-    upgrade_legacy_keys(merged, "quantizer.")
-    assert list(merged) == ["quantizer.gap_logits"]
 
 
 def test_distillation_is_zero_only_when_the_predictions_agree():
