@@ -1,6 +1,6 @@
-"""A worker whose machine goes silent (power or network lost: no connection reset ever comes) is noticed at
-the first missed deadline, and the device offloads to the other workers instead of waiting out a deadline
-on every other input; a worker that is only slow stays linked."""
+"""A worker whose machine goes silent (power or network lost: no connection reset ever comes) costs one
+deadline: the device then offloads to the worker predicted on time, and the silent link leaves the rotation
+within silence_s; a worker that is only slow stays linked, its late answers predicted."""
 
 import time
 
