@@ -129,9 +129,10 @@ def test_a_link_counts_as_ready_once_the_worker_has_computed_a_warm_up_request(t
 
 def test_a_slow_worker_loses_its_inputs_to_the_one_predicted_on_time(tiny_bundle, images, worker_server):
     with worker_server(tiny_bundle, worker_id="fast") as fast, \
-            worker_server(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=300),
+            worker_server(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=3000),
                           worker_id="slow") as slow:
-        config = DeviceConfig(cloud=[fast.address, slow.address], deadline_ms=100, connect_timeout_s=10)
+        # the slow worker holds every request 3 s: its first answer comes after the run
+        config = DeviceConfig(cloud=[fast.address, slow.address], deadline_ms=500, connect_timeout_s=10)
         with DeviceAgent(tiny_bundle, config) as agent:
             assert agent.wait_ready(30, workers=2)
             results = [agent.infer(image) for image in images[:30]]
@@ -150,8 +151,10 @@ def test_a_hedged_input_takes_the_first_answer(tiny_bundle, images, worker_serve
                 link.on_time_probability = lambda budget_s, now: 0.5
             results = [agent.infer(image) for image in images[:6]]
             counts = agent.policy_counts
-        time.sleep(0.2)  # the second answers of each pair arrive
-        served = requests_total(one) + requests_total(two)
+            deadline = time.monotonic() + 10  # the slower copy of each pair is still being answered
+            while requests_total(one) + requests_total(two) < 2 + 2 * 6 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            served = requests_total(one) + requests_total(two)
     assert all(r.source == MIXED and r.hedged and r.on_time_probability == 0.5 for r in results)
     assert counts.hedged == 6
     assert served == 2 + 2 * 6  # two warm-ups, then each input twice
