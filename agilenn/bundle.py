@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from agilenn.bundle_metrics import RecordedMetrics
 from agilenn.codec import Codec, codec_from_manifest
 from agilenn.onnx_sessions import create_session
 
@@ -94,7 +95,7 @@ class Manifest(_Strict):
     device_macs: int
     device_fronts: dict[str, FrontSpec] = Field(default_factory=dict, description="by precision: float32, int8")
     config: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    metrics: RecordedMetrics | None = Field(None, description="measured at export; None until then")
 
 
 def _hashed_part(manifest: Manifest) -> dict[str, Any]:
@@ -206,6 +207,13 @@ class Bundle:
     def remote_shape(self) -> tuple[int, int, int]:
         channels, height, width = self.manifest.split.feature_shape
         return (self.manifest.split.remote_channels, height, width)
+
+    @property
+    def recorded_metrics(self) -> RecordedMetrics:
+        """The figures measured at export; a bundle written without them is refused by name."""
+        if self.manifest.metrics is None:
+            raise BundleError(f"{self.folder}: the manifest records no metrics (export measures them)")
+        return self.manifest.metrics
 
     def has(self, role: str) -> bool:
         return role in self.manifest.files

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agilenn.bundle import Bundle, BundleError
+from agilenn.bundle_metrics import BundleMetrics
 from agilenn.codec import BitPackCodec, ZlibCodec
 from agilenn.datasets import Split, load_dataset
 
@@ -89,10 +90,10 @@ def symbol_entropy_bits(indices: np.ndarray, levels: int) -> float:
     return float(-(shares * np.log2(shares)).sum())
 
 
-def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict[str, Any]:
+def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> BundleMetrics:
     """Accuracy (mixed, local-only, remote-only, reference) and payload figures on `split`.
 
-    The skewness keys are present and None: they need torch (`partitioner.analysis`)."""
+    The skewness figures are None: they need torch (`partitioner.analysis`)."""
     labels = split.labels
     out = predict(bundle, split.images, batch_size)
     local_logits, remote_logits, mixed, indices, payloads = (
@@ -106,7 +107,6 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
     raw_zlib = np.array([len(zlib.compress(image.tobytes(), 9)) for image in split.images])
 
     report: dict[str, Any] = {
-        "bundle": str(bundle.folder),
         "bundle_hash": bundle.bundle_hash,
         "samples": int(len(labels)),
         "accuracy": float((mixed.argmax(1) == labels).mean()),
@@ -144,7 +144,7 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> dict
             "int8_remote_indices_equal_share": float((int8.indices == indices).mean()),
             "payload_bytes_median_int8": float(np.median([len(p) for p in int8.payloads])),
         })
-    return report
+    return BundleMetrics.model_validate(report)
 
 
 def q8_round_trip(logits: np.ndarray) -> np.ndarray:

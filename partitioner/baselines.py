@@ -277,9 +277,8 @@ def export_deepcod(net: DeepCodNet, config: BaselineConfig, dataset: Dataset, ou
             files={"device": DEVICE_MODEL, "remote": REMOTE_MODEL},
             device_macs=sum(row["macs"] for row in layer_table(device, example)),
             config={**config.model_dump(mode="json"), "baseline": "deepcod"},
-            metrics={"verification": verification},
         )
-        writer.write_manifest(manifest, test)
+        writer.write_manifest(manifest, test, verification)
     return Bundle(out)
 
 
@@ -289,8 +288,8 @@ def train_and_export(config: BaselineConfig, out: Path, run_dir: Path, dataset: 
     if config.kind == "deepcod":
         assert isinstance(model, DeepCodNet)
         bundle = export_deepcod(model, config, dataset, out)
-        return {"bundle": str(out), "accuracy": bundle.manifest.metrics["accuracy"],
-                "payload_bytes_median": bundle.manifest.metrics["payload_bytes_median"],
+        metrics = bundle.recorded_metrics
+        return {"bundle": str(out), "accuracy": metrics.accuracy, "payload_bytes_median": metrics.payload_bytes_median,
                 "device_macs": bundle.manifest.device_macs}
     info = export_local_only(model, config, dataset, out)
     return {"bundle": str(out), "accuracy": info["accuracy"], "device_macs": info["device_macs"]}

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from agilenn.bundle import Bundle, FrontSpec, Manifest, write_manifest
+from agilenn.bundle_metrics import RecordedMetrics
 from agilenn.codec import BitPackCodec, RangeCodec, ZlibCodec
 from agilenn.datasets import Split
 from agilenn.onnx_sessions import create_session
@@ -122,7 +123,7 @@ class BundleWriter:
         with BundleWriter(out) as writer:
             writer.export_onnx(DEVICE_MODEL, device, example, "image", [...])
             ... verify with writer.session(DEVICE_MODEL) ...
-            writer.write_manifest(manifest, test_split)
+            writer.write_manifest(manifest, test_split, verification)
     """
 
     def __init__(self, out: str | Path, overwrite: bool = True) -> None:
@@ -162,13 +163,15 @@ class BundleWriter:
     def session(self, name: str, threads: int = 1) -> Any:
         return create_session(self.folder / name, threads)
 
-    def write_manifest(self, manifest: Manifest, test: Split,
+    def write_manifest(self, manifest: Manifest, test: Split, verification: dict[str, Any] | None = None,
+                       int8_verification: dict[str, Any] | None = None,
                        measure: Callable[[Path], dict[str, Any]] | None = None) -> Manifest:
         """Stamp and write `manifest`, then measure the staged bundle on `test` (plus `measure(folder)`)
-        and record the figures in its metrics."""
+        and record the figures in its metrics, beside the export's verification reports."""
         manifest = write_manifest(self.folder, manifest)
         metrics = evaluate_bundle(Bundle(self.folder), test)
-        metrics.pop("bundle")
         if measure is not None:
-            metrics.update(measure(self.folder))
-        return write_manifest(self.folder, manifest.model_copy(update={"metrics": {**manifest.metrics, **metrics}}))
+            metrics = metrics.with_figures(measure(self.folder))
+        recorded = RecordedMetrics(**metrics.model_dump(), verification=verification,
+                                   int8_verification=int8_verification)
+        return write_manifest(self.folder, manifest.model_copy(update={"metrics": recorded}))

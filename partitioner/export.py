@@ -151,7 +151,7 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
         codec_entry = fit_codec(config.export.codec, train_indices, model.quantizer.levels)
 
         files = {"device": DEVICE_MODEL, "remote": REMOTE_MODEL, "reference": REFERENCE_MODEL}
-        metrics: dict = {"verification": verification}
+        int8_verification = None
         if config.export.int8:
             from partitioner.int8 import quantize_device_front, verify_int8
 
@@ -159,10 +159,10 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
             quantize_device_front(DeviceModule(model, config, with_features=True).eval(), input_shape,
                                   train_images[picked[: config.export.int8_calibration_samples]],
                                   writer.folder / DEVICE_INT8_MODEL)
-            metrics["int8_verification"] = verify_int8(writer.folder, DEVICE_MODEL, DEVICE_INT8_MODEL, REMOTE_MODEL,
+            int8_verification = verify_int8(writer.folder, DEVICE_MODEL, DEVICE_INT8_MODEL, REMOTE_MODEL,
                                                        model.alpha().item(), test, config.export.int8_max_accuracy_drop,
                                                        config.export.int8_confidence)
-            log.info("int8 front verified: %s", metrics["int8_verification"])
+            log.info("int8 front verified: %s", int8_verification)
             files["device_int8"] = DEVICE_INT8_MODEL
         fronts = {precision: front_spec(writer.folder / name) for precision, name in
                   (("float32", DEVICE_MODEL), ("int8", files.get("device_int8"))) if name is not None}
@@ -182,8 +182,7 @@ def export_bundle(model: AgileNN, reference_extractor: nn.Module, config: Partit
             device_macs=count_macs(device, example),
             device_fronts=fronts,
             config=config.model_dump(mode="json"),
-            metrics=metrics,
         )
-        writer.write_manifest(manifest, test,
+        writer.write_manifest(manifest, test, verification, int8_verification,
                               measure=lambda folder: measure_skewness(folder / checkpoint, test))
     return Bundle(out)

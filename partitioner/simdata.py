@@ -29,6 +29,7 @@ from agilenn.datasets import Dataset, load_dataset
 from agilenn.measured import (SCHEMA, CutRecord, MeasuredSchemes, ProtocolOverheads, Scheme, SchemeKind,
                               TradeoffPoint, write_measured)
 from agilenn.onnx_sessions import create_session
+from agilenn.bundle_metrics import BundleMetrics
 from agilenn.predict import confidence_gate_curve, evaluate_bundle, predict
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE
@@ -61,20 +62,20 @@ def protocol_overheads(bundle: Bundle) -> ProtocolOverheads:
                              raw_response_bytes=4 * classes)
 
 
-def _bundle_scheme(name: str, kind: SchemeKind, bundle: Bundle, metrics: dict[str, Any], device: torch.nn.Module,
+def _bundle_scheme(name: str, kind: SchemeKind, bundle: Bundle, metrics: BundleMetrics, device: torch.nn.Module,
                    remote: torch.nn.Module, **only_this_kind: Any) -> Scheme:
     shape = bundle.manifest.input.shape
     example = torch.zeros(1, *shape)
     return Scheme(
         name=name, kind=kind, bundle=str(bundle.folder), bundle_hash=bundle.bundle_hash,
-        accuracy=metrics["accuracy"], payload_bytes=metrics["payload_bytes_median"],
-        payload_bytes_p99=metrics["payload_bytes_p99"], codec=bundle.codec.codec_id,
+        accuracy=metrics.accuracy, payload_bytes=metrics.payload_bytes_median,
+        payload_bytes_p99=metrics.payload_bytes_p99, codec=bundle.codec.codec_id,
         levels=bundle.manifest.quantizer.levels, offloaded_channels=bundle.manifest.split.remote_channels,
         fixed_centroids=not bundle.manifest.config.get("quantizer", {}).get("learn_centroids", True),
         encode_symbols=int(np.prod(bundle.remote_shape)), input_bytes=int(np.prod(shape)),
         device_layers=layer_table(device, example),
         cloud_layers=layer_table(remote, torch.zeros(1, *bundle.remote_shape, dtype=torch.uint8)),
-        alternatives={"bitpack-v1": metrics["payload_bytes_bitpack"], "zlib-v1": metrics["payload_bytes_zlib_median"]},
+        alternatives={"bitpack-v1": metrics.payload_bytes_bitpack, "zlib-v1": metrics.payload_bytes_zlib_median},
         **only_this_kind)
 
 
@@ -85,10 +86,10 @@ def measure_agilenn(folder: Path, split, name: str = "agilenn") -> Scheme:
     outputs = predict(bundle, split.images)
     int8 = bundle.manifest.device_fronts.get("int8")
     return _bundle_scheme(name, "agilenn", bundle, metrics, DeviceModule(model, config).eval(),
-                          RemoteModule(model).eval(), accuracy_local_only=metrics["accuracy_local_only"],
-                          alpha_local=metrics["alpha_local"], accuracy_reference=metrics["accuracy_reference"],
+                          RemoteModule(model).eval(), accuracy_local_only=metrics.accuracy_local_only,
+                          alpha_local=metrics.alpha_local, accuracy_reference=metrics.accuracy_reference,
                           device_weight_bytes=None if int8 is None else int8.weight_bytes,
-                          accuracy_int8=metrics.get("accuracy_int8"),
+                          accuracy_int8=metrics.accuracy_int8,
                           confidence_gate=confidence_gate_curve(outputs.local_logits, outputs.mixed_logits,
                                                                 split.labels))
 

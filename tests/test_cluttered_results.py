@@ -45,18 +45,18 @@ def test_evaluation_reproduces_the_export_metrics(bundle):
 
     measured = evaluate_bundle(bundle, load_dataset("cluttered-fashion-mnist").test)
     recorded = bundle.manifest.metrics
-    assert measured["samples"] == recorded["samples"] == 10000
+    assert measured.samples == recorded.samples == 10000
     for key in ("accuracy", "accuracy_local_only", "accuracy_reference", "payload_bytes_median", "accuracy_int8",
                 "quantizer_levels_used"):
-        assert measured[key] == pytest.approx(recorded[key], abs=1e-9), key
+        assert getattr(measured, key) == pytest.approx(getattr(recorded, key), abs=1e-9), key
 
 
 def test_recorded_accuracy_and_skewness_targets(bundle):
     recorded = bundle.manifest.metrics
-    assert recorded["accuracy"] >= recorded["accuracy_reference"] - 0.025
-    assert recorded["skewness_trapezoid"] >= 0.75
-    assert recorded["skewness_ig32"] >= 0.70
-    assert recorded["quantizer_levels_used"] == recorded["quantizer_levels"]
+    assert recorded.accuracy >= recorded.accuracy_reference - 0.025
+    assert recorded.skewness_trapezoid >= 0.75
+    assert recorded.skewness_ig32 >= 0.70
+    assert recorded.quantizer_levels_used == recorded.quantizer_levels
 
 
 def test_the_measured_schemes_are_the_committed_bundle_and_every_baseline(bundle, summaries):

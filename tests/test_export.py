@@ -12,10 +12,10 @@ def test_bundle_holds_verified_models_and_measured_metrics(trained_tiny_bundle):
     m = trained_tiny_bundle.manifest
     assert m.bundle_hash.startswith("sha256:")
     assert set(m.files) >= {"device", "remote", "reference"}
-    v = m.metrics["verification"]
+    v = m.metrics.verification
     assert v["prediction_mismatches"] == 0 and v["max_abs_diff_local_logits"] <= m.config["export"]["logits_atol"]
     for key in ("accuracy", "accuracy_local_only", "accuracy_reference", "payload_bytes_median", "compression_rate"):
-        assert key in m.metrics
+        assert getattr(m.metrics, key) is not None, key
     assert m.split.local_channels + m.split.remote_channels == m.split.feature_shape[0]
     assert len(m.quantizer.centroids) == m.quantizer.levels == m.codec["levels"]
 

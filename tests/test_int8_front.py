@@ -24,7 +24,7 @@ def test_the_manifest_lists_both_fronts_with_their_hashes(int8_tiny_bundle):
     assert fronts["int8"].file == "device.int8.onnx"
     # int8 weights take about a quarter of float32's bytes (scales and int32 biases add a little)
     assert fronts["int8"].weight_bytes < 0.5 * fronts["float32"].weight_bytes
-    verification = int8_tiny_bundle.manifest.metrics["int8_verification"]
+    verification = int8_tiny_bundle.manifest.metrics.int8_verification
     assert 0.0 <= verification["remote_indices_equal_share"] <= 1.0
 
 
@@ -42,7 +42,7 @@ def test_evaluation_reports_the_int8_figures(int8_tiny_bundle):
 
     report = evaluate_bundle(int8_tiny_bundle, synthetic_dataset().test)
     for key in ("accuracy_int8", "accuracy_local_only_int8", "int8_remote_indices_equal_share"):
-        assert 0.0 <= report[key] <= 1.0, key
+        assert 0.0 <= getattr(report, key) <= 1.0, key
     features = int8_features(int8_tiny_bundle, synthetic_dataset().test.images[:8])
     assert features.shape == (8, *int8_tiny_bundle.manifest.split.feature_shape)
 

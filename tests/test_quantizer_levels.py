@@ -23,7 +23,7 @@ def test_evaluation_reports_the_quantizer_levels_in_use(tiny_bundle):
 
     report = evaluate_bundle(tiny_bundle, synthetic_dataset(test=64, seed=3).test)
     declared = tiny_bundle.manifest.quantizer.levels
-    assert report["quantizer_levels"] == declared
-    assert 1 <= report["quantizer_levels_used"] <= declared
-    assert report["quantizer_centroids"] == tiny_bundle.manifest.quantizer.centroids
-    assert 0.0 <= report["entropy_bits_per_symbol"] <= np.log2(declared)
+    assert report.quantizer_levels == declared
+    assert 1 <= report.quantizer_levels_used <= declared
+    assert report.quantizer_centroids == tiny_bundle.manifest.quantizer.centroids
+    assert 0.0 <= report.entropy_bits_per_symbol <= np.log2(declared)

@@ -120,8 +120,8 @@ def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_fil
     dataset = synthetic_dataset()
     ref = load_reference(tiny_bundle.folder / tiny_bundle.manifest.files["checkpoint"])
     full = export_cut(ref, "input", dataset, tmp_path / "full-offload", codec="zlib-v1")
-    assert full.manifest.metrics["accuracy"] == pytest.approx(tiny_bundle.manifest.metrics["accuracy_reference"])
-    assert full.manifest.metrics["payload_bytes_median"] < 16 * 16  # zlib beats the raw bytes
+    assert full.manifest.metrics.accuracy == pytest.approx(tiny_bundle.manifest.metrics.accuracy_reference)
+    assert full.manifest.metrics.payload_bytes_median < 16 * 16  # zlib beats the raw bytes
     images = dataset.test.images[:8]
     for bundle in (Bundle(measured_file.parent / "deepcod-c6-l4"), full):
         _, indices = bundle.session("device").run(None, {"image": bundle.prepare(images)})
