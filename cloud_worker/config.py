@@ -19,14 +19,14 @@ class WorkerConfig(BaseModel):
         description="how long a batch waits for more requests once its first has arrived; 0 batches "
                     "whatever is queued at that moment (requests that arrive while a batch computes queue up)",
     )
+    # The default, four full batches at the default max_batch_size, keeps the queueing delay of a request that
+    # is taken to a few batch computations, well inside a device's deadline: an overloaded worker that queued
+    # without bound would answer every request late, while one that sheds answers most in time and lets the
+    # device answer the rest locally at once instead of after its deadline.
     max_queue_requests: int = Field(
         128, ge=1,
         description="most requests waiting for the micro-batcher; beyond it a request is answered at once with "
-                    "RESOURCE_EXHAUSTED (overloaded) and counted as shed. The default, four full batches at the "
-                    "default max_batch_size, keeps the queueing delay of a request that is taken to a few batch "
-                    "computations, well inside a device's deadline: an overloaded worker that queued without bound "
-                    "would answer every request late, while one that sheds answers most in time and lets the device "
-                    "answer the rest locally at once instead of after its deadline",
+                    "RESOURCE_EXHAUSTED (overloaded), counted as shed, and the device answers it locally",
     )
     max_message_bytes: int = Field(64 * 1024, ge=1024, description="larger requests get RESOURCE_EXHAUSTED; "
                                                                   "also the largest answer the worker sends")
@@ -44,7 +44,8 @@ class WorkerConfig(BaseModel):
     drain_timeout_s: float = Field(10.0, ge=0.0, description="graceful shutdown waits this long for in-flight requests")
     metrics_port: int | None = Field(
         None, ge=0, le=65535,
-        description="serve Prometheus metrics on this port (0: any free port); None: no metrics server",
+        description="serve Prometheus metrics on this port, worker i of a service on port + i (0: any free "
+                    "port); None: no metrics server",
     )
     reflection: bool = Field(
         False, description="serve gRPC reflection (service discovery for grpcurl and the like); off unless asked for")
@@ -55,7 +56,7 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, description="worker actors")
     host: str = Field("127.0.0.1", description="address the workers bind; 0.0.0.0 to serve other machines")
     port: int = Field(
         50051, ge=0, le=65535,
@@ -72,9 +73,25 @@ class ServeConfig(BaseModel):
     client_ca_file: str | None = Field(
         None, description="PEM CA: clients must present a certificate it signed (mutual TLS); needs TLS")
     tokens_file: str | None = Field(
-        None, description="token file (`agilenn tokens add`): every call but health checks needs a valid token")
+        None, description="token file (`agilenn tokens add`): every call but health checks needs a valid token, "
+                          "sent as `authorization: Bearer <token>`; reloaded when it changes or on SIGHUP")
     tokens_poll_s: float = Field(1.0, gt=0.0, description="how often the driver checks tokens_file for changes")
     insecure: bool = Field(False, description="allow plaintext on a host other than loopback")
+
+
+class HealthCheckConfig(BaseModel):
+    """`agilenn cloud health`: which worker to ask, how to reach it, and about what."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = Field("127.0.0.1:50051", description="the worker, host:port")
+    ca_file: str | None = Field(None, description="PEM CA of the worker's certificate: check over TLS")
+    cert_file: str | None = Field(None, description="PEM client certificate, for a worker that requires one")
+    key_file: str | None = Field(None, description="PEM private key of cert_file")
+    tls_server_name: str | None = Field(
+        None, description="the name the worker's certificate carries, when not the host")
+    service: str = Field("", description="the service to ask about; empty: the whole server")
+    timeout_s: float = Field(2.0, description="how long to wait for the answer")
 
 
 class InsecureServingError(ConfigFileError):

@@ -17,8 +17,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from agilenn.bundle import Bundle
-from device_agent.agent import DeviceAgent
+from agilenn.cli_flags import FieldFlag, add_field_flags, client_tls_flags, given_fields
 from agilenn.config_files import read_yaml_mapping, validate_mapping
+from device_agent.agent import DeviceAgent
 from device_agent.config import DeviceConfig
 from device_agent.sources import SourceError, iter_source
 
@@ -43,30 +44,28 @@ def setup_logging(fmt: str, level: str) -> None:
     root.setLevel(level.upper())
 
 
+AGENT_FLAGS = (
+    FieldFlag(DeviceConfig, "deadline_ms"),
+    FieldFlag(DeviceConfig, "precision"),
+    FieldFlag(DeviceConfig, "local_confidence_threshold", "--confidence-threshold"),
+    FieldFlag(DeviceConfig, "logits_codec"),
+)
+POLICY_FLAGS = (
+    FieldFlag(DeviceConfig, "offload_min_on_time_probability", "--min-on-time-probability"),
+    FieldFlag(DeviceConfig, "silence_s"),
+    FieldFlag(DeviceConfig, "hedge"),
+)
+SECURITY_FLAGS = client_tls_flags(DeviceConfig, token=True)  # `device run` and `device gateway` alike
+
+
 def build_config(args: argparse.Namespace) -> DeviceConfig:
     """The config file's fields with the flags over them, validated together: a file may hold a client
-    certificate whose CA comes by flag, as a container's command line gives it."""
+    certificate whose CA comes by flag, as a container's command line gives it. A flag the subcommand
+    lacks counts as not given."""
     data = read_yaml_mapping(args.config, "device config", empty_ok=True) if args.config else {}
     if args.cloud:
         data["cloud"] = [address for value in args.cloud for address in value.split(",") if address]
-    if args.deadline_ms is not None:
-        data["deadline_ms"] = args.deadline_ms
-    if args.confidence_threshold is not None:
-        data["local_confidence_threshold"] = args.confidence_threshold
-    if args.precision is not None:
-        data["precision"] = args.precision
-    if getattr(args, "logits_codec", None) is not None:
-        data["logits_codec"] = args.logits_codec
-    for flag, field in (("min_on_time_probability", "offload_min_on_time_probability"), ("silence_s", "silence_s"),
-                        ("hedge", "hedge")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            data[field] = value
-    for flag, field in (("ca", "ca_file"), ("cert", "cert_file"), ("key", "key_file"), ("token_file", "token_file"),
-                        ("tls_server_name", "tls_server_name")):
-        value = getattr(args, flag)
-        if value is not None:
-            data[field] = value
+    data.update(given_fields(args, (*AGENT_FLAGS, *POLICY_FLAGS, *SECURITY_FLAGS)))
     return validate_mapping(DeviceConfig, data, args.config or "the command line", "device config")
 
 
@@ -83,30 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "or - for .npy arrays on stdin")
     run.add_argument("--sink", default="-", help="JSONL file to write results to, or - for stdout (default)")
     run.add_argument("--config", help="device config file (YAML or JSON with DeviceConfig fields)")
-    run.add_argument("--deadline-ms", type=float, default=None, help="per-input wait for the remote answer")
-    run.add_argument("--precision", choices=("float32", "int8"), default=None,
-                     help="device front to run (default float32; int8 needs a bundle exported with it)")
-    run.add_argument("--confidence-threshold", type=float, default=None,
-                     help="answer locally when the local top probability reaches this")
-    run.add_argument("--logits-codec", choices=("raw-f32le", "q8-v1"), default=None,
-                     help="how workers return the remote logits: float32 (default) or q8-v1, int8 with a scale")
-    policy = run.add_argument_group("offload policy")
-    policy.add_argument("--min-on-time-probability", type=float, default=None,
-                        help="offload only when the answer is predicted within the deadline with at least this "
-                             "probability, else answer locally at once (predicted_late); default 0.5, 0: always")
-    policy.add_argument("--silence-s", type=float, default=None,
-                        help="take a worker out of the rotation after this long owing an answer without a word "
-                             "(default 1)")
-    policy.add_argument("--hedge", action="store_const", const=True, default=None,
-                        help="send an input predicted late on one worker to two, and take the first answer")
-    security = run.add_argument_group("security")
-    security.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
-    security.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
-    security.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
-    security.add_argument("--token-file", metavar="FILE",
-                          help="file holding this device's token (agilenn tokens add), read once at start")
-    security.add_argument("--tls-server-name", metavar="NAME",
-                          help="verify the workers' certificates against NAME instead of each address's host")
+    add_field_flags(run, AGENT_FLAGS)
+    add_field_flags(run.add_argument_group("offload policy"), POLICY_FLAGS)
+    add_field_flags(run.add_argument_group("security"), SECURITY_FLAGS)
     run.add_argument("--wait-ready-s", type=float, default=5.0,
                      help="wait this long for a worker before the first input (answers are local meanwhile)")
     run.add_argument("--log-format", choices=("text", "json"), default="json")
@@ -125,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--forward-timeout-s", type=float, default=2.0,
                          help="how long to wait for a worker's answer before leaving it to the board's deadline")
     gateway.add_argument("--config", help="device config file (its link, TLS and token fields apply)")
-    gsec = gateway.add_argument_group("security")
-    gsec.add_argument("--ca", metavar="FILE", help="PEM CA of the workers' certificates: connect with TLS only")
-    gsec.add_argument("--cert", metavar="FILE", help="PEM client certificate, for mutual TLS (needs --ca, --key)")
-    gsec.add_argument("--key", metavar="FILE", help="PEM private key of --cert")
-    gsec.add_argument("--token-file", metavar="FILE", help="file holding the device's token, read once at start")
-    gsec.add_argument("--tls-server-name", metavar="NAME",
-                      help="verify the workers' certificates against NAME instead of each address's host")
+    add_field_flags(gateway.add_argument_group("security"), SECURITY_FLAGS)
     gateway.add_argument("--log-format", choices=("text", "json"), default="json")
     gateway.add_argument("--log-level", default="info")
     return parser
@@ -143,8 +115,6 @@ def gateway_main(args: argparse.Namespace) -> int:
     from agilenn.serial_frames import LogitsEncoding
     from device_agent.gateway import Gateway, open_serial
 
-    for absent in ("deadline_ms", "confidence_threshold", "precision"):
-        setattr(args, absent, None)
     args.logits_codec = "q8-v1" if args.logits == "q8" else None
     config = build_config(args)
     try:

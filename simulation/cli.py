@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agilenn.cli_flags import DEFAULT_BUNDLE
 from simulation import compare, workloads
 from simulation.profiles import ProfileError, available, load_device, load_link
 
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--devices", type=int, default=10)
     fleet.add_argument("--rate", type=float, default=20.0, help="inferences per second per device")
     fleet.add_argument("--cloud", required=True, help="worker address host:port")
-    fleet.add_argument("--bundle", default="bundles/fashion-mnist")
+    fleet.add_argument("--bundle", default=DEFAULT_BUNDLE)
     fleet.add_argument("--seconds", type=float, default=10.0)
     fleet.add_argument("--deadline-ms", type=float, default=200.0)
     fleet.add_argument("--confidence", type=float, default=None, help="answer locally above this confidence")
@@ -95,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--report", default=None)
     fleet.add_argument("--json", action="store_true")
     emu = sub.add_parser("emulate", help="modelled vs measured latency over emulated links (needs root)")
-    emu.add_argument("--bundle", default="bundles/fashion-mnist")
+    emu.add_argument("--bundle", default=DEFAULT_BUNDLE)
     emu.add_argument("--links", default="wifi-6mbps,ble-270kbps")
     _measured_options(emu)
     emu.add_argument("--cloud", default="host")
