@@ -46,6 +46,8 @@ class FieldFlag:
         help_ = help_.replace("%", "%%")  # argparse formats help with %
         value_type = _without_none(info.annotation)
         if value_type is bool:
+            if default is not False:
+                raise TypeError(f"{self.model.__name__}.{self.field}: a switch can only turn on a field that is off")
             return parser.add_argument(self.flag, action="store_true", help=help_)
         options: dict[str, Any] = {"default": None, "help": help_, "metavar": self.metavar}
         if get_origin(value_type) is Literal:
