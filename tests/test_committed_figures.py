@@ -1,6 +1,6 @@
-"""The README's headline figures are pinned: each is recomputed from the committed bundles and measured
-files, compared with tests/expected/committed_figures.json within its stated tolerance, and found
-printed in the README. A figure that drifts in any of the three fails here."""
+"""The headline figures are pinned: each is recomputed from the committed bundles and measured files,
+compared with tests/expected/committed_figures.json within its stated tolerance, and found printed in
+the README's results table and in docs/results.md. A figure that drifts in any of them fails here."""
 
 import json
 from pathlib import Path
@@ -15,6 +15,8 @@ from simulation.workloads import get
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((ROOT / "tests" / "expected" / "committed_figures.json").read_text())
 README = (ROOT / "README.md").read_text()
+RESULTS = (ROOT / "docs" / "results.md").read_text()
+DOCUMENTS = {"README.md": README, "docs/results.md": RESULTS}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,8 @@ def test_the_readme_prints_the_pinned_ratios(cluttered):
     for path, printed in EXPECTED["readme_bold_ratios"].items():
         link, key = path.split(".")
         assert f"{cluttered[link][key]:.1f}x" == printed, path
-        assert f"**{printed}**" in README, f"the README does not print {path} as **{printed}**"
+        for name, text in DOCUMENTS.items():
+            assert f"**{printed}**" in text, f"{name} does not print {path} as **{printed}**"
 
 
 def test_the_fashion_mnist_bundle_gives_the_pinned_figures_and_the_readme_prints_them():
@@ -43,6 +46,10 @@ def test_the_fashion_mnist_bundle_gives_the_pinned_figures_and_the_readme_prints
     for key, value in EXPECTED["fashion_mnist_bundle"].items():
         assert getattr(metrics, key) == pytest.approx(value, rel=EXPECTED["relative_tolerance"]), key
     pinned = EXPECTED["fashion_mnist_bundle"]
-    assert f"| accuracy, mixed (device + cloud) | {pinned['accuracy']:.4f} |" in README
-    assert f"| accuracy, mixed with the int8 device front | {pinned['accuracy_int8']:.4f} |" in README
-    assert f"| accuracy, unsplit reference | {pinned['accuracy_reference']:.4f} |" in README
+    for name, text in DOCUMENTS.items():
+        assert f"| accuracy, mixed (device + cloud) | {pinned['accuracy']:.4f} |" in text, name
+        assert f"| accuracy, mixed with the int8 device front | {pinned['accuracy_int8']:.4f} |" in text, name
+        assert f"| accuracy, device alone (link gone): float / int8 | {pinned['accuracy_local_only']:.4f} /" in text, name
+        assert f"| accuracy, unsplit reference | {pinned['accuracy_reference']:.4f} |" in text, name
+        assert f"| payload per inference, median / mean / p99 (range coder) | {pinned['payload_bytes_median']:.0f} /" \
+            in text, name
