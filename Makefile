@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[device,cloud,train,sim,dev,firmware]'
+	$(PY) -m pip install -q -e '.[device,cloud,train,sim,data,dev,firmware]'
 	touch $(STAMP)
 
 data:
@@ -39,15 +39,21 @@ test: $(STAMP) data
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-$(DEVICE_STAMP): pyproject.toml
-	test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
+# A fresh venv with the device extra alone, its package list recorded, then the test tools added.
+$(DEVICE_STAMP): pyproject.toml deploy/device-packages.txt
+	rm -rf $(DEVICE_VENV)
+	$(PYTHON) -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEVICE_VENV)/bin/python -m pip install -q -e '.[device]'
+	$(DEVICE_VENV)/bin/python scripts/installed_distributions.py > $(DEVICE_VENV)/device-install.txt
 	$(DEVICE_VENV)/bin/python -m pip install -q -e '.[device,dev]'
 	touch $(DEVICE_STAMP)
 
-# Fails when torch or Ray got into the device install, then runs the suite there.
+# Fails when the device install holds anything beyond deploy/device-packages.txt (torch, Ray, Pillow...),
+# then runs the suite there (tests that need another extra skip).
 test-device: $(DEVICE_STAMP) data
-	$(DEVICE_VENV)/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'ray') if u.find_spec(m)]; sys.exit(f'the device install has {heavy}' if heavy else 0)"
+	grep -v '^#' deploy/device-packages.txt | diff -u - $(DEVICE_VENV)/device-install.txt \
+	  || { echo "test-device: the device install differs from deploy/device-packages.txt"; exit 1; }
 	$(DEVICE_VENV)/bin/python -m pytest -q
 
 test-slow: $(STAMP) data

@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -129,7 +129,7 @@ def _pil_image():
         from PIL import Image
     except ImportError as exc:
         raise DatasetUnavailableError(
-            "cluttered datasets resize with Pillow: `pip install pillow` (matplotlib brings it)"
+            "generating a cluttered dataset needs Pillow: pip install 'agilenn[data]'"
         ) from exc
     return Image
 
@@ -275,7 +275,7 @@ def _write_cache(path: Path, key: str, train: ClutteredSplit, test: ClutteredSpl
     """The canvases of each split as an .npy file, then the key and provenance as an .npz; each written
     to a temporary file and renamed into place, the .npz last."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {"key": np.array(key)}
+    arrays: dict[str, Any] = {"key": np.array(key)}
     for part in (train, test):
         _atomic_write(_image_file(path, part.split), lambda f, part=part: np.save(f, part.images, allow_pickle=False))
         for f in fields(ClutteredSplit):

@@ -31,7 +31,7 @@ class PayloadError(ValueError):
 
 class Codec(Protocol):
     codec_id: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]  # (C, H, W) of the indices
     levels: int
 
     def encode(self, indices: np.ndarray) -> bytes: ...
@@ -59,7 +59,7 @@ class BitPackCodec:
 
     codec_id = "bitpack-v1"
 
-    def __init__(self, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(self, shape: tuple[int, ...], levels: int) -> None:
         self.shape = tuple(int(d) for d in shape)
         self.levels = int(levels)
         self.bits = _bits_for(self.levels)
@@ -121,7 +121,7 @@ class RangeCodec:
 
     codec_id = "range-v1"
 
-    def __init__(self, shape: tuple[int, int, int], tables: np.ndarray) -> None:
+    def __init__(self, shape: tuple[int, ...], tables: np.ndarray) -> None:
         import constriction  # imported here so that a bit-packing user needs no coder
 
         self._constriction = constriction

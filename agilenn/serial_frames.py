@@ -62,7 +62,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         self._buffer += data
-        frames = []
+        frames: list[tuple[int, bytes]] = []
         while True:
             frame = self._next()
             if frame is None:

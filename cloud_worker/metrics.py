@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 _LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -44,7 +46,7 @@ class WorkerMetrics:
         self.info = Gauge("agilenn_worker_info", "Constant 1, labelled with the worker id",
                           list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def requests(self, rpc: str, code: str, device: str = ""):
         """The request counter of one RPC, status code and device ("" when tokens are off)."""

@@ -8,6 +8,7 @@ Health checks need no token (the workers leave them open for probes), so this ne
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,7 +18,7 @@ def check_health(address: str, ca_file: str | None = None, cert_file: str | None
                  key_file: str | None = None, server_name: str | None = None, service: str = "",
                  timeout_s: float = 2.0) -> tuple[bool, str]:
     """(serving?, what was seen) for the worker at `address`; `service` "" asks about the server as a whole."""
-    options = [("grpc.enable_retries", 0)]
+    options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
     if ca_file is not None:
         key = Path(key_file).read_bytes() if key_file else None
         chain = Path(cert_file).read_bytes() if cert_file else None

@@ -108,7 +108,7 @@ class MicroBatcher:
         """Queue one sample's indices; `deliver(logits row or RequestError, batch size)` is called
         from the batcher once its batch is computed (directly: no future, no extra loop turn)."""
         self.pending += 1
-        self._queue.put_nowait((indices, deliver))
+        self._started_queue().put_nowait((indices, deliver))
 
     def submit_future(self, indices: np.ndarray) -> asyncio.Future:
         """Queue one sample's indices; the future resolves to (logits row, batch size)."""
@@ -125,8 +125,13 @@ class MicroBatcher:
         self.submit(indices, deliver)
         return future
 
+    def _started_queue(self) -> asyncio.Queue:
+        if self._queue is None:
+            raise RuntimeError("the micro-batcher is not started")
+        return self._queue
+
     async def _collect(self) -> list:
-        queue = self._queue
+        queue = self._started_queue()
         batch = [await queue.get()]
         while len(batch) < self._max_batch and not queue.empty():
             batch.append(queue.get_nowait())
@@ -369,8 +374,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                                 self._inline -= 1
                         else:
                             owed += 1
-                            batcher.submit(indices, lambda outcome, size, rid=request_id, t=started:
-                                           batched.put_nowait(self._response(rid, t, outcome, size, device, codec)))
+                            def deliver(outcome: np.ndarray | RequestError, size: int, rid: int = request_id,
+                                        t: float = started) -> None:
+                                batched.put_nowait(self._response(rid, t, outcome, size, device, codec))
+
+                            batcher.submit(indices, deliver)
                     if self.draining:
                         break
                     state.waiting = True

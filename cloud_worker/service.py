@@ -28,8 +28,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cloud_worker.config import ServeConfig, WorkerConfig
+
+if TYPE_CHECKING:
+    from cloud_worker.server import InferenceServer
+    from cloud_worker.tokens import TokenFileWatcher
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +147,10 @@ def fetch_bundle_files(store_name: str, timeout_s: float = 120.0) -> dict[str, b
     actor handle passed to a constructor in the object store, which is what a restart must not depend on."""
     import ray
 
-    store = ray.get_actor(store_name)
+    store: Any = ray.get_actor(store_name)  # its methods are untyped: what get returns is stated below
     deadline = time.monotonic() + timeout_s
     while True:
-        files = ray.get(store.get.remote(), timeout=timeout_s)
+        files: dict[str, bytes] | None = ray.get(store.get.remote(), timeout=timeout_s)
         if files is not None:
             return files
         if time.monotonic() > deadline:
@@ -186,7 +191,7 @@ class WorkerActor:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
         self._thread.start()
-        self._server = None
+        self._server: InferenceServer | None = None
         self._port = asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(timeout=120)
         self._endpoints = [self.endpoint()]
         log.info("worker %s serving %s at %s (pid %d)", worker_id, self._bundle.bundle_hash, self.endpoint(),
@@ -197,20 +202,26 @@ class WorkerActor:
         from cloud_worker.tokens import TokenTable
 
         tokens = TokenTable(self._token_entries) if self._token_entries is not None else None
-        self._server, bound = create_server(self._bundle, self._config, f"{self._host}:{port}",
-                                            worker_id=self.worker_id, endpoints=lambda: list(self._endpoints),
-                                            tls=self._tls, tokens=tokens)
-        if tokens is not None and _restarted_by_ray():
+        server, bound = create_server(self._bundle, self._config, f"{self._host}:{port}",
+                                      worker_id=self.worker_id, endpoints=lambda: list(self._endpoints),
+                                      tls=self._tls, tokens=tokens)
+        self._server = server
+        if server.token_check is not None and _restarted_by_ray():
             # the table this actor was created with may be older than the service's current one (a token
             # revoked since): refuse calls until the service sends the current table
-            self._server.token_check.awaiting_table = True
-        await self._server.start()
+            server.token_check.awaiting_table = True
+        await server.start()
         return bound
+
+    def _serving(self) -> InferenceServer:
+        if self._server is None:
+            raise RuntimeError(f"worker {self.worker_id} is not serving (drained)")
+        return self._server
 
     def set_tokens(self, entries: list) -> int:
         """Serve with this token table from now on (the service pushes every reload); returns its size."""
         async def swap() -> None:
-            self._server.set_tokens(entries)
+            self._serving().set_tokens(entries)
 
         asyncio.run_coroutine_threadsafe(swap(), self._loop).result(timeout=30)
         return len(entries)
@@ -220,7 +231,7 @@ class WorkerActor:
 
     def describe(self) -> dict:
         return {"worker_id": self.worker_id, "endpoint": self.endpoint(), "pid": os.getpid(),
-                "metrics_port": self._server.metrics_port, "node_ip": _node_ip(),
+                "metrics_port": self._serving().metrics_port, "node_ip": _node_ip(),
                 "bundle_hash": self._bundle.bundle_hash, "bundle_folder": str(self._bundle.folder)}
 
     def _remove_bundle_folder(self) -> None:
@@ -297,12 +308,12 @@ class CloudService:
         self.bundle_hash: str | None = None
         # the bundle's files, kept here to refill the store actor should Ray restart it empty
         self._bundle_files: dict[str, bytes] | None = None
-        self._store = None
+        self._store: Any = None  # the BundleStore actor's handle
         self._started_ray = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self._token_entries: list | None = None  # the table every worker should hold; None: no tokens
-        self._token_watcher = None
+        self._token_watcher: TokenFileWatcher | None = None
         self._token_push_lock = threading.Lock()
         self._token_generation = 0  # bumped for every table the driver reads
         self._confirmed_generation: list[int] = []  # per worker, the table generation it confirmed holding
@@ -369,11 +380,11 @@ class CloudService:
         for warning in check_serving_security(cfg):
             log.warning("%s", warning)
         tls = None
-        if cfg.tls_cert_file is not None:
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:  # both or neither: checked above
             tls = TlsMaterial.from_files(cfg.tls_cert_file, cfg.tls_key_file, cfg.client_ca_file)
         if cfg.tokens_file is not None:
-            self._token_watcher = TokenFileWatcher(cfg.tokens_file, self._push_tokens, cfg.tokens_poll_s)
-            self._token_entries = self._token_watcher.load()
+            watcher = self._token_watcher = TokenFileWatcher(cfg.tokens_file, self._push_tokens, cfg.tokens_poll_s)
+            self._token_entries = watcher.load()
             if all(entry.revoked for entry in self._token_entries):
                 log.warning("%s holds no valid token: every device will be refused until one is added "
                             "(agilenn tokens add --file %s --device NAME)", cfg.tokens_file, cfg.tokens_file)

@@ -24,6 +24,7 @@ class ServerThread:
         self.thread.start()
         self.server: InferenceServer = self.call(self._start(port))
         self.port = self.server.port
+        self._stopped = False
 
     async def _start(self, port: int) -> InferenceServer:
         server, _ = create_server(self.bundle, self.config, f"127.0.0.1:{port}", worker_id=self.worker_id,
@@ -47,9 +48,10 @@ class ServerThread:
         self.call(swap())
 
     def stop(self, grace_s: float = 5.0) -> None:
-        if self.server is not None:
-            self.call(self.server.stop(grace_s))
-            self.server = None
+        if self._stopped:
+            return
+        self._stopped = True
+        self.call(self.server.stop(grace_s))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 

@@ -164,24 +164,24 @@ class DeviceAgent:
             request_id=request_id,
             features=inference_pb2.Tensor(data=payload, shape=self._remote_shape, codec=self._codec_id))
         answered = threading.Event()
-        slots = {}
-        for link in (choice.link, choice.hedge):
-            if link is None:
+        slots: dict[Link, Slot] = {}
+        for target in (choice.link, choice.hedge):
+            if target is None:
                 continue
             message = request
             if choice.hedge is not None:  # each link sets its own fields, and its own thread serializes them
                 message = inference_pb2.InferRequest()
                 message.CopyFrom(request)
-            slot = Slot(answered)
-            if link.send(message, slot):
-                slots[link] = slot
+            pending = Slot(answered)
+            if target.send(message, pending):
+                slots[target] = pending
         if not slots:
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
                                 choice.link.reason or "unavailable", start, after_model, time.perf_counter(),
                                 None, len(payload), None)
         sent = min(slot.sent_at for slot in slots.values())
         link, slot = self._first_answer(slots, request_id, deadline_s, answered)
-        if link is None:
+        if link is None or slot is None:
             woke = time.perf_counter()
             return self._result(index, sample_id, _softmax(local), LOCAL_FALLBACK,
                                 f"deadline: no answer within {self.config.deadline_ms:g} ms",

@@ -117,14 +117,15 @@ class Gateway:
     # -- one payload --
 
     def _pool_for(self, bundle_hash: str) -> LinkPool:
-        if self._pool_hash != bundle_hash:
-            if self._pool is not None:
+        pool = self._pool
+        if pool is None or self._pool_hash != bundle_hash:
+            if pool is not None:
                 log.warning("the device now names bundle %s (was %s): reconnecting", bundle_hash, self._pool_hash)
-                self._pool.close()
+                pool.close()
             # one answer per payload: the gateway never hedges
-            self._pool = LinkPool(bundle_hash, self.config.model_copy(update={"hedge": False}))
+            pool = self._pool = LinkPool(bundle_hash, self.config.model_copy(update={"hedge": False}))
             self._pool_hash = bundle_hash
-        return self._pool
+        return pool
 
     def _forward(self, body: bytes) -> None:
         try:

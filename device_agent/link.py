@@ -15,7 +15,7 @@ import logging
 import queue
 import random
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -106,7 +106,7 @@ class Link:
         self._outbox: queue.SimpleQueue | None = None
         self._closed = threading.Event()
         self._channel: grpc.Channel | None = None
-        self._call = None
+        self._call: Any = None  # the stream's grpc call object, cancelled to end it
         self._checking = False  # a silence probe is under way
         self.silences = 0  # times the link was taken out of the rotation for its silence
         self._thread = threading.Thread(target=self._run, name=f"link-{address}", daemon=True)
@@ -135,10 +135,13 @@ class Link:
         with self._lock:
             if not self.ready:
                 return False
+            outbox = self._outbox
+            if outbox is None:
+                return False
             self._pending[request.request_id] = slot
             slot.sent_at = self._clock()
             self.estimate.sent(request.request_id, slot.sent_at, len(request.features.data))
-            self._outbox.put(request)
+            outbox.put(request)
         return True
 
     @property
@@ -197,7 +200,7 @@ class Link:
         threading.Thread(target=self._check_alive, args=(call,), name=f"check-{self.address}", daemon=True).start()
         return True
 
-    def _check_alive(self, call) -> None:
+    def _check_alive(self, call: Any) -> None:
         try:
             alive = self._ask_service_info(self.connect_timeout_s) is not None
             with self._lock:
@@ -260,7 +263,7 @@ class Link:
                            "to reach it over TLS")
             self._log_failure(logging.ERROR, "")
             return False
-        options = [("grpc.max_receive_message_length", self.max_message_bytes),
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", self.max_message_bytes),
                    ("grpc.enable_retries", 0)]
         if self._credentials is not None:
             if self._tls_server_name:
@@ -348,6 +351,8 @@ class Link:
         within connect_timeout_s has its stream cancelled (the session then fails as unavailable). False
         when the worker ended the stream first (it is draining)."""
         self.reason = "warming: waiting for the worker's answer to a first request"
+        if self._warmup is None:
+            return True
         outbox.put(self._warmup(WARMUP_REQUEST_ID))
         answered = threading.Event()
 

@@ -119,7 +119,7 @@ class LinkPool:
         self._workers_listed = len(info.endpoints)
         for endpoint in info.endpoints:
             self._add_link(endpoint, via=link)
-        if duplicate:
+        if duplicate and holder is not None:
             log.info("%s reaches worker %s, already linked through %s", link.address, info.worker_id, holder.address)
         return not duplicate
 

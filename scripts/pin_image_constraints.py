@@ -6,12 +6,19 @@
 
 Every Dockerfile installs with `-c deploy/constraints.txt`, so an image built today and one built next
 month hold the same packages; tests/test_deploy.py checks the file covers what the images install.
+
+    .venv/bin/python scripts/pin_image_constraints.py --names-for device
+
+prints what the device install holds, by name: tests/test_device_install.py compares it with
+deploy/device-packages.txt.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -45,18 +52,22 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def project_requirements() -> list[Requirement]:
-    dist = metadata.distribution("agilenn")
-    wanted = []
-    for text in dist.requires or []:
-        requirement = Requirement(text)
-        if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in EXTRAS):
-            wanted.append(requirement)
-    return wanted
+def project_requirements(extras: tuple[str, ...]) -> list[Requirement]:
+    """The core's requirements and those of `extras`, as pyproject.toml states them now."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    texts = project["dependencies"] + [text for extra in extras for text in project["optional-dependencies"][extra]]
+    return [Requirement(text) for text in texts]
 
 
-def main() -> int:
-    pinned = closure(project_requirements())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names-for", metavar="EXTRA", nargs="+",
+                        help="print the names that the core and these extras install (agilenn included) instead")
+    args = parser.parse_args(argv)
+    if args.names_for:
+        print("\n".join(sorted({"agilenn", *closure(project_requirements(tuple(args.names_for)))})))
+        return 0
+    pinned = closure(project_requirements(EXTRAS))
     lines = ["# Every package the images install (the core, the device and cloud extras, all they require),",
              "# pinned: written by scripts/pin_image_constraints.py, used by every Dockerfile (pip -c).",
              *(f"{name}=={version}" for name, version in sorted(pinned.items()))]

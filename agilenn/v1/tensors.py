@@ -6,6 +6,7 @@ Needs numpy and the generated messages only, so both the device and the cloud im
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -22,7 +23,7 @@ LOGITS_CODEC_METADATA = "agilenn-logits-codec"
 RAW_U8 = "raw-u8"
 RAW_F32LE = "raw-f32le"
 Q8 = "q8-v1"  # a float32 scale, then int8 values: the compact answer (14 bytes for 10 logits instead of 40)
-_RAW_DTYPES = {RAW_U8: np.dtype("u1"), RAW_F32LE: np.dtype("<f4")}
+_RAW_DTYPES: dict[str, np.dtype[Any]] = {RAW_U8: np.dtype("u1"), RAW_F32LE: np.dtype("<f4")}
 LOGITS_CODECS = (RAW_F32LE, Q8)
 
 
