@@ -4,7 +4,7 @@
 #   scripts/cluttered_experiment.sh             # AgileNN and the baselines side by side (one core each),
 #                                               # then measure every scheme and write the reports
 #   scripts/cluttered_experiment.sh agilenn     # only one part: agilenn | baselines | measure
-# Needs the train extra (torch). Hours measured on a 2-core machine are in the README.
+# Needs the train extra (torch). Hours measured on a 2-core machine are in docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
