@@ -190,7 +190,7 @@ async def _client(port: int, bundle, indices: np.ndarray, requests: int, streams
 def _measure(bundle_dir: str | Path, config, bundle, indices: np.ndarray, requests: int, streams: int,
              security=None) -> dict[str, Any]:
     """Start one worker server in a child process, measure it from this one, stop it.
-    `security`: a commands.certs.DevSecurity to serve and call with."""
+    `security`: a cloud_worker.dev_credentials.DevSecurity to serve and call with."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     serve_security = security.serve_fields() if security is not None else None
@@ -226,7 +226,7 @@ def bench_cloud(bundle_dir: str | Path, requests: int = 2000, streams: int = 16,
     client = _measure(bundle_dir, config, bundle, indices, requests, streams)
     secured = None
     if secure:
-        from commands.certs import write_dev_security
+        from cloud_worker.dev_credentials import write_dev_security
 
         with tempfile.TemporaryDirectory(prefix="agilenn-bench-secure-") as folder:
             secured = _measure(bundle_dir, config, bundle, indices, requests, streams,

@@ -73,7 +73,7 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
     bundle = Bundle(bundle_dir)
     serve_security, device_security, secrets_folder = {}, {}, None
     if secure:
-        from commands.certs import write_dev_security
+        from cloud_worker.dev_credentials import write_dev_security
 
         secrets_folder = Path(tempfile.mkdtemp(prefix="agilenn-demo-secure-"))
         security = write_dev_security(secrets_folder, device="demo-device")

@@ -126,10 +126,10 @@ def build_images(podman: Podman, bundle: str) -> None:
 def security_material(folder: Path) -> dict[str, Path]:
     """Dev certificates naming the service, a token for one device, each file owned by the uid that reads it."""
     sys.path.insert(0, str(ROOT))
-    from cloud_worker.tokens import TokenFile, issue_token, write_token_file
-    from commands.certs import write_dev_certificates
+    from cloud_worker.dev_credentials import write_dev_security
 
-    certs = write_dev_certificates(folder / "certs", hosts=[SERVICE])
+    security = write_dev_security(folder / "dev-security", device="cam-1", hosts=[SERVICE])
+    certs = security.certificates
     cloud, device = folder / "cloud", folder / "device"
     cloud.mkdir()
     device.mkdir()
@@ -138,13 +138,11 @@ def security_material(folder: Path) -> dict[str, Path]:
     shutil.copy(certs.ca_pem, cloud / "ca.crt")
     shutil.copy(certs.client_pem, cloud / "client.pem")  # for the health check, with mutual TLS
     shutil.copy(certs.client_key, cloud / "client.key")
-    tokens = TokenFile()
-    token, _ = issue_token(tokens, "cam-1")  # added to `tokens`
-    write_token_file(cloud / "tokens.yaml", tokens)
+    shutil.copy(security.tokens_file, cloud / "tokens.yaml")
     shutil.copy(certs.ca_pem, device / "ca.pem")
     shutil.copy(certs.client_pem, device / "client.pem")
     shutil.copy(certs.client_key, device / "client.key")
-    (device / "agilenn-token").write_text(token + "\n")
+    shutil.copy(security.token_file, device / "agilenn-token")
     (device / "device.yaml").write_text(
         f"cloud: ['{SERVICE}:50051']\ndeadline_ms: 10000\nconnect_timeout_s: 10\n"
         "cert_file: /etc/agilenn/client.pem\nkey_file: /etc/agilenn/client.key\n")

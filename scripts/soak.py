@@ -4,7 +4,7 @@
     .venv/bin/python scripts/soak.py [--minutes 10] [--devices 20] [--rate 20] [--json]
 
 Starts `agilenn cloud serve` with a dev CA, server certificate and a token file made for the run
-(`agilenn certs dev`, `agilenn tokens add`), then runs `--devices` device agents in this process
+(`cloud_worker.dev_credentials.write_dev_security`), then runs `--devices` device agents in this process
 (each its own TLS stream with the token, one input every 1/`--rate` s) for `--minutes`. The loop keeps
 counts and a latency array allocated before the run, nothing per input, so that the process's memory
 is the agents' own (a fleet that records every result grows by its records). The resident
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud_worker.dev_credentials import write_dev_security
 from simulation.serve_process import ROOT, CloudServeProcess
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -37,18 +37,6 @@ WINDOW_S = 30.0
 
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
-
-
-def make_credentials(folder: Path) -> tuple[Path, Path, Path]:
-    """A dev CA with server and client certificates, and a token file holding one device's token."""
-    agilenn = [sys.executable, "-m", "commands.cli"]
-    subprocess.run([*agilenn, "certs", "dev", "--out", str(folder / "certs")], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-    token = subprocess.run([*agilenn, "tokens", "add", "--file", str(folder / "tokens.yaml"), "--device", "soak"],
-                           check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    token_file = folder / "soak.token"
-    token_file.write_text(token + "\n")
-    return folder / "certs", folder / "tokens.yaml", token_file
 
 
 class MemorySampler:
@@ -174,13 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--minutes must leave {2 * WINDOW_S:g} s after the {args.warmup_s:g} s warm-up")
 
     with tempfile.TemporaryDirectory(prefix="agilenn-soak-") as scratch:
-        certs, tokens, token_file = make_credentials(Path(scratch))
+        security = write_dev_security(scratch, device="soak")
+        certs = security.certificates
+        # server-side TLS and device tokens; no client certificates
         service = CloudServeProcess(args.bundle, workers=args.workers, serve_args=[
-            "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
-            "--tokens", str(tokens)])
+            "--tls-cert", str(certs.server_pem), "--tls-key", str(certs.server_key),
+            "--tokens", str(security.tokens_file)])
         try:
             loops = DeviceLoops(args.bundle, service.endpoint, args.devices, args.rate, seconds,
-                                {"ca_file": str(certs / "ca.pem"), "token_file": str(token_file)}, args.deadline_ms)
+                                {"ca_file": str(certs.ca_pem), "token_file": str(security.token_file)},
+                                args.deadline_ms)
             try:
                 pids = {**service.pids, "device-agents": os.getpid()}
                 sampler = MemorySampler(pids, args.sample_every_s)

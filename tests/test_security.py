@@ -23,11 +23,11 @@ from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.v1.tensors import BUNDLE_HASH_METADATA
 from cloud_worker.cli import build_config, build_parser, token_reload_handler
 from cloud_worker.config import InsecureServingError, ServeConfig, WorkerConfig, check_serving_security
+from cloud_worker.dev_credentials import write_dev_certificates
 from cloud_worker.security import TlsConfigError, TlsMaterial
 from cloud_worker.testing import ServerThread
 from cloud_worker.tokens import (TokenFile, TokenFileWatcher, TokenTable, issue_token, read_token_file,
                                  revoke_tokens, write_token_file)
-from commands.certs import write_dev_certificates
 from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
 from forwarding import TcpForwarder
 
@@ -487,8 +487,8 @@ def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(local
                                                                            images):
     """The driver reads the files; the actors get contents (they would run on nodes without the files),
     and a revocation written to the file reaches every worker without a restart."""
+    from cloud_worker.dev_credentials import write_dev_security
     from cloud_worker.service import CloudService
-    from commands.certs import write_dev_security
 
     security = write_dev_security(tmp_path / "secrets", device="cam-ray")
     service = CloudService(tiny_bundle.folder, ServeConfig(workers=2, port=0, cpus_per_worker=0.5, tokens_poll_s=0.2,
