@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,13 +33,14 @@ from typing import Any
 import numpy as np
 
 from agilenn.measured import MeasuredSchemes
+from simulation import netns
 from simulation.calibrate import IDLE_GAP_S
+from simulation.netns import VETH_MTU
 
 NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
 VETH_CLOUD, VETH_DEVICE = "agsim-c", "agsim-d"
 ADDR_CLOUD, ADDR_DEVICE = "10.231.0.1", "10.231.0.2"
 RELAY_PORT = 50052
-VETH_MTU = 1500
 VETH_HEADER_BYTES = 14 + 20 + 32  # Ethernet + IPv4 + TCP with timestamps, as tbf counts them
 
 
@@ -49,50 +49,35 @@ class EmulationUnavailable(RuntimeError):
 
 
 def check_available() -> None:
-    if os.geteuid() != 0:
-        raise EmulationUnavailable("network namespaces and tc need root (run as root, or in CI which runs as root)")
-    for tool in ("ip", "tc"):
-        if shutil.which(tool) is None:
-            raise EmulationUnavailable(f"`{tool}` not found (Debian: apt-get install iproute2)")
-
-
-def _sh(*args: str) -> None:
-    done = subprocess.run(args, capture_output=True, text=True)
-    if done.returncode:
-        raise EmulationUnavailable(f"`{' '.join(args)}` failed: {done.stderr.strip()}")
-
-
-def _tbf(ns: str, dev: str, rate_bps: float) -> None:
-    # burst: one full packet, the least tbf accepts at this MTU; limit: a few packets of queue
-    _sh("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(rate_bps)}bit",
-        "burst", str(VETH_MTU + 14), "limit", str(64 * 1024))
+    try:
+        netns.check_available(tools=("ip", "tc"))
+    except netns.NamespacesUnavailable as exc:
+        raise EmulationUnavailable(str(exc)) from None
 
 
 @contextlib.contextmanager
 def namespaces(uplink_bps: float, downlink_bps: float):
+    """The cloud and the device namespace on one veth pair, each direction shaped at its rate."""
     teardown()
     try:
-        _sh("ip", "netns", "add", NS_CLOUD)
-        _sh("ip", "netns", "add", NS_DEVICE)
-        _sh("ip", "link", "add", VETH_CLOUD, "netns", NS_CLOUD, "type", "veth", "peer", "name", VETH_DEVICE,
-            "netns", NS_DEVICE)
-        for ns, dev, addr in ((NS_CLOUD, VETH_CLOUD, ADDR_CLOUD), (NS_DEVICE, VETH_DEVICE, ADDR_DEVICE)):
-            _sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            # no segmentation offloads: tbf then sees real packets
-            subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"],
-                           capture_output=True)
-        _tbf(NS_DEVICE, VETH_DEVICE, uplink_bps)
-        _tbf(NS_CLOUD, VETH_CLOUD, downlink_bps)
+        try:
+            netns.add_namespace(NS_CLOUD)
+            netns.add_namespace(NS_DEVICE)
+            netns.add_veth(NS_CLOUD, VETH_CLOUD, NS_DEVICE, VETH_DEVICE)
+            for ns, dev, addr in ((NS_CLOUD, VETH_CLOUD, ADDR_CLOUD), (NS_DEVICE, VETH_DEVICE, ADDR_DEVICE)):
+                netns.bring_up(ns, dev, addr)
+                netns.disable_offloads(ns, dev)  # tbf then sees real packets
+            netns.shape_rate(NS_DEVICE, VETH_DEVICE, uplink_bps)
+            netns.shape_rate(NS_CLOUD, VETH_CLOUD, downlink_bps)
+        except (netns.NamespacesUnavailable, netns.NetworkCommandFailed) as exc:
+            raise EmulationUnavailable(str(exc)) from None
         yield
     finally:
         teardown()
 
 
 def teardown() -> None:
-    for ns in (NS_CLOUD, NS_DEVICE):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    netns.remove_namespaces((NS_CLOUD, NS_DEVICE))
 
 
 # ---- the delaying relay and the worker, run inside the cloud namespace -------------------------
@@ -228,9 +213,9 @@ def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = IDLE_G
         relay_process = stack.enter_context(_in_cloud([*module, "relay", "--target-port", port,
                                                        "--delay-ms", str(link.rtt_ms / 2.0), *pacing]))
         _ready(relay_process, "the relay")
-        done = subprocess.run(["ip", "netns", "exec", NS_DEVICE, *module, "device", "--bundle", bundle_path,
+        done = subprocess.run([*netns.in_namespace(NS_DEVICE, *module), "device", "--bundle", bundle_path,
                                "--count", str(count), "--gap-ms", str(gap_ms)],
-                              capture_output=True, text=True, timeout=600)
+                              check=False, capture_output=True, text=True, timeout=600)
         if done.returncode:
             raise EmulationUnavailable(f"the device run failed: {done.stderr.strip()[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -240,7 +225,7 @@ def emulate_link(bundle_path: str, link, count: int = 60, gap_ms: float = IDLE_G
 def _in_cloud(command: list[str]):
     # stderr to a file: a pipe nobody reads would stall a chatty child once full
     with tempfile.TemporaryFile(mode="w+") as errors:
-        process = subprocess.Popen(["ip", "netns", "exec", NS_CLOUD, *command], stdout=subprocess.PIPE,
+        process = subprocess.Popen(netns.in_namespace(NS_CLOUD, *command), stdout=subprocess.PIPE,
                                    stderr=errors, text=True)
         process.errors = errors
         try:

@@ -1,24 +1,21 @@
-"""A real two-node Ray cluster on this machine (scripts/local_cluster.py: network namespaces joined by a
+"""A real two-node Ray cluster on this machine (simulation.cluster: network namespaces joined by a
 bridge; needs root and `ip`), serving over mutual TLS with a device token: the workers spread over
 both nodes, a device that learns them all from one endpoint, and the second node dying while the
 device streams, first by its processes being killed, then (rejoined) by its link going silent.
 `make test-cluster` runs it; the default run leaves it out (marker `multinode`)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from simulation.cluster.errors import ClusterUnavailable
+from simulation.cluster.events import DeviceLinked
+from simulation.cluster.failover import stream_through_node_failure, worker_ip
+from simulation.cluster.harness import LocalCluster, check_available
+
 pytestmark = pytest.mark.multinode
 pytest.importorskip("ray", reason="starts Ray nodes: needs the cloud extra")
-
-_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "local_cluster.py"
-_spec = importlib.util.spec_from_file_location("local_cluster", _SCRIPT)
-local_cluster = sys.modules["local_cluster"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
-_spec.loader.exec_module(local_cluster)
 
 # "tls": TLS with client certificates and a per-device token, as in production; "plaintext" runs the
 # same suite with --insecure.
@@ -26,16 +23,17 @@ SECURITY = "tls"
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_bundle):
+def cluster(tiny_bundle, tmp_path_factory):
     try:
-        local_cluster.check_available()
-    except local_cluster.ClusterUnavailable as exc:
+        check_available()
+    except ClusterUnavailable as exc:
         pytest.skip(str(exc))
-    running = local_cluster.LocalCluster(bundle=tiny_bundle.folder, security=SECURITY)
+    events_file = tmp_path_factory.mktemp("cluster") / "events.jsonl"  # kept for a look after a failure
+    running = LocalCluster(bundle=tiny_bundle.folder, security=SECURITY, events_file=events_file)
     try:
         try:
             running.up()
-        except local_cluster.ClusterUnavailable as exc:
+        except ClusterUnavailable as exc:
             pytest.skip(str(exc))
         running.serve()
         yield running
@@ -50,7 +48,7 @@ def images(bundle, count, seed=0):
 def assert_spread(cluster):
     """One worker per node, each advertising its own node's address."""
     layout = cluster.layout
-    hosts = sorted(local_cluster.worker_ip(endpoint) for endpoint in cluster.endpoints)
+    hosts = sorted(worker_ip(endpoint) for endpoint in cluster.endpoints)
     assert hosts == sorted([layout.head_ip, layout.node_ip]), cluster.endpoints
 
 
@@ -70,16 +68,14 @@ def test_the_device_learns_every_worker_from_one_endpoint(cluster, tiny_bundle):
     device.close()
     assert [r["source"] for r in results] == ["mixed"] * len(results)
     assert {r["worker_id"] for r in results} == {"worker-0", "worker-1"}
-    linked = {record["msg"].rsplit(" at ", 1)[1] for _, record in device.logs()
-              if record["msg"].startswith("streaming to worker")}
+    linked = {event.endpoint for event in cluster.events.of(DeviceLinked, device=device.name)}
     assert linked == set(cluster.endpoints)
 
 
 @pytest.mark.skipif(SECURITY != "tls", reason="the cluster serves plaintext")
 def test_a_device_without_a_token_gets_local_answers_that_say_why(cluster, tiny_bundle):
-    certificates = cluster.credentials.device_args()
-    without_token = certificates[:certificates.index("--token-file")]
-    device = cluster.start_device(cluster.endpoints[:1], {"deadline_ms": 2000}, security_args=without_token,
+    without_token = {name: path for name, path in cluster.credentials.device_fields().items() if name != "token_file"}
+    device = cluster.start_device(cluster.endpoints[:1], {"deadline_ms": 2000}, credentials=without_token,
                                   wait_ready_s=2)
     results = [device.infer(image) for image in images(tiny_bundle, 3)]
     device.close()
@@ -94,7 +90,7 @@ def assert_recovered(report, layout):
     # Ray restarted the killed worker on the surviving node, at that node's address, and the device
     # found it there and offloads to every worker again
     assert report["killed_workers"] and set(report["restarted_endpoints"]) == set(report["killed_workers"])
-    assert all(local_cluster.worker_ip(endpoint) == layout.head_ip
+    assert all(worker_ip(endpoint) == layout.head_ip
                for endpoint in report["restarted_endpoints"].values())
     assert report["offloaded_share_last_inputs"] == 1.0
     assert report["workers_answering_last_inputs"] == ["worker-0", "worker-1"]
@@ -102,7 +98,7 @@ def assert_recovered(report, layout):
 
 
 def test_a_killed_node_costs_no_input_and_its_worker_comes_back_on_the_head(cluster):
-    report = local_cluster.stream_through_node_failure(cluster, "kill")
+    report = stream_through_node_failure(cluster, "kill")
     print(json.dumps({"multinode_failover": report}))
     assert_recovered(report, cluster.layout)
 
@@ -115,7 +111,7 @@ def test_a_node_gone_silent_costs_one_deadline_and_its_worker_comes_back_on_the_
     assert_spread(cluster)
     # its link goes down before its processes die: no connection reset reaches the device, which has
     # to notice the silence itself (a missed deadline, then a probe that gets no answer)
-    report = local_cluster.stream_through_node_failure(cluster, "power_off")
+    report = stream_through_node_failure(cluster, "power_off")
     print(json.dumps({"multinode_failover": report}))
     assert_recovered(report, cluster.layout)
     assert report["sources_after_kill"].get("local_fallback", 0) <= 3, report["fallback_reason_examples"]
