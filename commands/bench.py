@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_BUNDLE = "bundles/fashion-mnist"
+from agilenn.cli_flags import DEFAULT_BUNDLE
 
 
 def _serve(bundle_dir: str, config_json: str, conn, security: dict | None = None) -> None:
