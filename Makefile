@@ -1,5 +1,5 @@
-# make test: set up .venv from scratch when needed, fetch the dataset, run the tests.
-# make test-device: the same tests in .venv-device, a device install (no torch, no Ray).
+# make test: set up .venv from scratch when needed, fetch the dataset, lint and type-check, run the tests.
+# make test-device: the same tests in .venv-device, a device install (exactly deploy/device-packages.txt).
 # make test-cluster: a two-node Ray cluster in network namespaces on this machine (root), a node killed.
 # make test-firmware: the device front as integer C, bit-exact on the host and on QEMU's Cortex-M7.
 # make test-images: deploy/'s images built without a registry and run (root: podman, debootstrap).
@@ -35,7 +35,10 @@ firmware-tools:
 image-tools:
 	bash scripts/ensure_image_tools.sh
 
+# Lint, types and layers first (settings in pyproject.toml), then the tests.
 test: $(STAMP) data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agilenn.bundle_metrics import RecordedMetrics
 from agilenn.codec import Codec, codec_from_manifest
@@ -181,7 +181,7 @@ class Bundle:
             raise BundleError(f"{path}: schema_version {version!r} is not supported (this agilenn reads {SCHEMA_VERSION})")
         try:
             self.manifest = Manifest.model_validate(raw)
-        except Exception as exc:
+        except ValidationError as exc:
             raise BundleError(f"{path} does not describe a bundle: {exc}") from None
         for role, name in self.manifest.files.items():
             _check_file_name(self.folder, role, name)
@@ -205,7 +205,7 @@ class Bundle:
 
     @property
     def remote_shape(self) -> tuple[int, int, int]:
-        channels, height, width = self.manifest.split.feature_shape
+        _channels, height, width = self.manifest.split.feature_shape
         return (self.manifest.split.remote_channels, height, width)
 
     @property

@@ -26,16 +26,24 @@ import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from agilenn.config_files import load_yaml_model
-from agilenn.datasets import (FASHION_MNIST_LABELS, Dataset, DatasetUnavailableError, Split, fashion_mnist_files,
-                              read_idx, register_dataset)
+from agilenn.datasets import (
+    FASHION_MNIST_LABELS,
+    Dataset,
+    DatasetUnavailableError,
+    Split,
+    fashion_mnist_files,
+    read_idx,
+    register_dataset,
+)
 
 CLUTTERED_NAME = "cluttered-fashion-mnist"
 CACHE_DIR_ENV = "AGILENN_CACHE_DIR"

@@ -138,7 +138,7 @@ class RangeCodec:
         self._family = constriction.stream.model.Categorical(perfect=False)
 
     @classmethod
-    def fit(cls, indices: np.ndarray, levels: int, floor: float = PROBABILITY_FLOOR) -> "RangeCodec":
+    def fit(cls, indices: np.ndarray, levels: int, floor: float = PROBABILITY_FLOOR) -> RangeCodec:
         """Fit per-channel tables on indices shaped (N, C, H, W)."""
         indices = np.asarray(indices)
         if indices.ndim != 4:
@@ -168,7 +168,7 @@ class RangeCodec:
         try:
             decoder = self._constriction.stream.queue.RangeDecoder(words)
             symbols = decoder.decode(self._family, self._per_symbol)
-        except Exception as exc:  # constriction raises plain errors on corrupt streams
+        except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on corrupt streams
             raise PayloadError(f"{self.codec_id} payload does not decode: {exc}") from None
         return _check_indices(symbols.astype(np.uint8).reshape(self.shape), self.shape, self.levels)
 

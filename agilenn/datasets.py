@@ -7,11 +7,12 @@ labels int64 shaped (N,). Register your own with `register_dataset` or pass arra
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def head(self, limit: int | None) -> "Split":
+    def head(self, limit: int | None) -> Split:
         if limit is None or limit >= len(self):
             return self
         return Split(self.images[:limit], self.labels[:limit])
@@ -77,7 +78,7 @@ class Dataset:
         test_labels: np.ndarray,
         labels: tuple[str, ...] | None = None,
         name: str = "arrays",
-    ) -> "Dataset":
+    ) -> Dataset:
         """Wrap a user's arrays; images (N, H, W) get a channel axis, floats in [0, 1] become uint8."""
         train = Split(_as_uint8_nchw(train_images), np.asarray(train_labels, dtype=np.int64))
         test = Split(_as_uint8_nchw(test_images), np.asarray(test_labels, dtype=np.int64))
@@ -172,7 +173,7 @@ def _split_holdout(name: str, images: np.ndarray, labels: np.ndarray, label_name
                    test_share: float = 0.2, seed: int = 0) -> Dataset:
     """A fixed, seeded split for datasets that ship without one."""
     order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(len(labels) * test_share))
+    n_test = round(len(labels) * test_share)
     test, train = order[:n_test], order[n_test:]
     images = _as_uint8_nchw(images)
     return Dataset.from_arrays(images[train], labels[train], images[test], labels[test], label_names, name)
@@ -226,8 +227,7 @@ def sample_images(dataset: str | None, shape, count: int) -> np.ndarray:
     """The first `count` test images of `dataset` when it is at hand, else random sensor values of
     `shape`: runtime measurements need inputs of the right shape, real ones where possible."""
     if dataset:
-        try:
+        # any dataset problem: random inputs exercise the same path
+        with contextlib.suppress(Exception):
             return load_dataset(dataset).test.images[:count]
-        except Exception:  # noqa: BLE001 - any dataset problem: random inputs exercise the same path
-            pass
     return np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)

@@ -36,7 +36,7 @@ class ReasonCode(StrEnum):
     OTHER = "other"  # a text that names no code (a peer's own words)
 
     @classmethod
-    def of(cls, text: str | None) -> "ReasonCode | None":
+    def of(cls, text: str | None) -> ReasonCode | None:
         """The code a reason text starts with; None for no text."""
         if not text:
             return None

@@ -108,7 +108,7 @@ def evaluate_bundle(bundle: Bundle, split: Split, batch_size: int = 500) -> Bund
 
     report: dict[str, Any] = {
         "bundle_hash": bundle.bundle_hash,
-        "samples": int(len(labels)),
+        "samples": len(labels),
         "accuracy": float((mixed.argmax(1) == labels).mean()),
         "accuracy_local_only": float((local_logits.argmax(1) == labels).mean()),
         "accuracy_remote_only": float((remote_logits.argmax(1) == labels).mean()),

@@ -52,7 +52,7 @@ Words are little-endian u32 in the payload.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

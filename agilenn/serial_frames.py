@@ -220,7 +220,7 @@ class Result:
     message: str  # the gateway's error text, for Reason.CLOUD
 
     @classmethod
-    def unpack(cls, body: bytes) -> "Result":
+    def unpack(cls, body: bytes) -> Result:
         if len(body) < RESULT_HEAD.size:
             raise FrameError(f"a RESULT body holds at least {RESULT_HEAD.size} bytes, got {len(body)}")
         fields = RESULT_HEAD.unpack_from(body)

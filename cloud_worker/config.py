@@ -129,9 +129,9 @@ def check_serving_security(config: ServeConfig) -> list[str]:
             "--tls-key (agilenn certs dev --out certs/ --host NAME writes a development set), or --insecure "
             "on a network you trust")
     if not tls:
-        return [f"serving plaintext on {where} (--insecure): anyone who reaches these ports can use the workers "
-                "and read the traffic"]
+        return [(f"serving plaintext on {where} (--insecure): anyone who reaches these ports can use the workers "
+                 "and read the traffic")]
     if config.client_ca_file is None and config.tokens_file is None:
-        return [f"serving on {where} with TLS but neither --client-ca nor --tokens: anyone who reaches these "
-                "ports can use the workers"]
+        return [(f"serving on {where} with TLS but neither --client-ca nor --tokens: anyone who reaches these "
+                 "ports can use the workers")]
     return []

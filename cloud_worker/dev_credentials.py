@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cloud_worker.tokens import TokenFile, issue_token, write_token_file
@@ -97,7 +97,7 @@ def write_dev_certificates(out: str | Path, hosts: list[str] | tuple[str, ...] =
     existing = [name for name in CERTIFICATE_FILES if (folder / name).exists()]
     if existing and not force:
         raise FileExistsError(f"{folder} already holds {', '.join(existing)}; pass --force to replace them")
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)  # tolerate a little clock skew
+    now = datetime.now(UTC) - timedelta(minutes=5)  # tolerate a little clock skew
 
     def key_pem(key) -> bytes:
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -157,7 +157,8 @@ def write_dev_certificates(out: str | Path, hosts: list[str] | tuple[str, ...] =
 def _subject_alternative_names(hosts) -> list:
     from cryptography import x509
 
-    names, seen = [], set()
+    names: list[x509.GeneralName] = []
+    seen: set[str] = set()
     for host in hosts:
         host = host.strip().strip("[]")
         if not host or host in seen:

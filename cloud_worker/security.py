@@ -62,7 +62,7 @@ class TlsMaterial:
 
     @classmethod
     def from_files(cls, cert_file: str | Path, key_file: str | Path,
-                   client_ca_file: str | Path | None = None) -> "TlsMaterial":
+                   client_ca_file: str | Path | None = None) -> TlsMaterial:
         """Read and check the files here, in the driver, so that a bad file is an error naming it
         rather than a worker that fails to start on some node."""
         from cryptography import x509

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -28,8 +28,15 @@ from grpc_reflection.v1alpha import reflection
 from agilenn.bundle import Bundle
 from agilenn.codec import CODEC_IDS, PayloadError
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
-from agilenn.v1.tensors import (BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, LOGITS_CODECS, RAW_F32LE, logits_tensor,
-                                raw_tensor, unknown_field_numbers)
+from agilenn.v1.tensors import (
+    BUNDLE_HASH_METADATA,
+    LOGITS_CODEC_METADATA,
+    LOGITS_CODECS,
+    RAW_F32LE,
+    logits_tensor,
+    raw_tensor,
+    unknown_field_numbers,
+)
 from cloud_worker.config import WorkerConfig
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.security import TlsMaterial, TokenInterceptor, current_device
@@ -144,7 +151,7 @@ class MicroBatcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
         return batch
 
@@ -169,7 +176,7 @@ class MicroBatcher:
             for row, (_, deliver) in zip(logits, batch):
                 try:
                     deliver(row, size)
-                except Exception:  # noqa: BLE001 - one broken stream must not stop the batcher
+                except Exception:
                     log.exception("delivering an answer failed")
 
 
@@ -384,7 +391,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     state.waiting = True
             except asyncio.CancelledError:
                 pass  # draining: stop reading, keep answering
-            except Exception as exc:  # the client's side of the stream broke
+            except Exception as exc:  # noqa: BLE001 - the client's side of the stream broke: kept, re-raised after
                 failure.append(exc)
             finally:
                 state.waiting = False

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -496,11 +497,9 @@ class CloudService:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(Exception):  # still restarting
                 described = ray.get(self.actors[index].describe.remote(), timeout=5)
                 if described["pid"] != old_pid:
                     return described
-            except Exception:  # noqa: BLE001 - still restarting
-                pass
             time.sleep(0.2)
         raise TimeoutError(f"worker {index} was not restarted within {timeout_s} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Self
 
 from agilenn.bundle import Bundle
 from cloud_worker.config import WorkerConfig
@@ -55,7 +56,7 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

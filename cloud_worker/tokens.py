@@ -33,7 +33,7 @@ import re
 import secrets
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -90,7 +90,7 @@ def _b64(data: bytes) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def hash_secret(secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
@@ -326,7 +326,7 @@ class TokenFileWatcher:
                 break
             try:
                 self.check(force=asked)
-            except Exception:  # noqa: BLE001 - a failed push is retried at the next change; keep watching
+            except Exception:
                 log.exception("pushing the token table failed")
 
     def stop(self) -> None:

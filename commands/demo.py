@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_BUNDLE = "bundles/fashion-mnist"
+from agilenn.cli_flags import DEFAULT_BUNDLE
 
 
 def offline_predictions(bundle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +116,8 @@ def run_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.ndarray, wor
         "bundle_hash": bundle.bundle_hash,
         "workers": workers,
         "secure": secure,  # mutual TLS and a device token
-        "total": int(len(images)),
-        "answered": int(len(results)),
+        "total": len(images),
+        "answered": len(results),
         "accuracy": float((predicted == labels).mean()) if len(results) else None,
         "accuracy_local_only": float((local_predicted == labels).mean()) if len(results) else None,
         "payload_bytes_median": float(np.median(payloads)) if payloads else None,

@@ -110,7 +110,7 @@ def run_firmware_demo(bundle_dir: str | Path, images: np.ndarray, labels: np.nda
         "deadline_ms": deadline_ms,
         "logits_encoding": encoding.name.lower(),
         "kill_cloud_after": kill_cloud_after,
-        "total": int(len(images)),
+        "total": len(images),
         "answered": len(results),
         "accuracy": float((predicted == labels).mean()),
         "accuracy_evaluate_integer": float((offline_mixed == labels).mean()),
@@ -142,18 +142,18 @@ def format_table(report: dict[str, Any]) -> str:
     uart = report["uart_bytes_per_inference"]
     rows = [
         ("answered", f"{report['answered']:,} of {report['total']:,}"),
-        ("accuracy", f"{report['accuracy']:.2%} (offline evaluation of the integer front: "
-                     f"{report['accuracy_evaluate_integer']:.2%})"),
+        ("accuracy", (f"{report['accuracy']:.2%} (offline evaluation of the integer front: "
+                      f"{report['accuracy_evaluate_integer']:.2%})")),
         ("mixed", f"{report['mixed_share']:.1%}  ({', '.join(f'{v} {k}' for k, v in report['sources'].items())})"),
         ("same as offline evaluation", "yes" if report["mixed_mismatches_vs_evaluate"] == 0
          and report["local_mismatches_vs_evaluate"] == 0
          else f"{report['mixed_mismatches_vs_evaluate']} mixed, {report['local_mismatches_vs_evaluate']} local differ"),
-        ("instructions per inference", f"{report['instructions_per_inference_mean']:,.0f} "
-                                       f"({report['macs'] / report['instructions_per_inference_mean']:.2f} MACs each)"),
-        ("UART bytes per inference", f"{uart['board_to_gateway']:.0f} to the gateway, {uart['gateway_to_board']:.0f} "
-                                     f"back; {uart['feeder_to_board']:.0f} in from the feeder"),
-        ("end to end per input", f"{report['end_to_end_ms_p50']:.1f} ms p50, {report['end_to_end_ms_p99']:.1f} ms p99 "
-                                 "(wall clock, emulated board)"),
+        ("instructions per inference", (f"{report['instructions_per_inference_mean']:,.0f} "
+                                        f"({report['macs'] / report['instructions_per_inference_mean']:.2f} MACs each)")),
+        ("UART bytes per inference", (f"{uart['board_to_gateway']:.0f} to the gateway, {uart['gateway_to_board']:.0f} "
+                                      f"back; {uart['feeder_to_board']:.0f} in from the feeder")),
+        ("end to end per input", (f"{report['end_to_end_ms_p50']:.1f} ms p50, {report['end_to_end_ms_p99']:.1f} ms p99 "
+                                  "(wall clock, emulated board)")),
         ("time", f"{report['startup_s']:.1f} s start-up, {report['run_s']:.1f} s streaming"),
     ]
     if report["fallback_reasons"]:

@@ -16,5 +16,13 @@ from device_agent.agent import (
 )
 from device_agent.config import DeviceConfig, load_device_config
 
-__all__ = ["DeviceAgent", "DeviceConfig", "Result", "BundleMismatchError", "load_device_config",
-           "MIXED", "LOCAL_ONLY_POLICY", "LOCAL_FALLBACK"]
+__all__ = [
+    "LOCAL_FALLBACK",
+    "LOCAL_ONLY_POLICY",
+    "MIXED",
+    "BundleMismatchError",
+    "DeviceAgent",
+    "DeviceConfig",
+    "Result",
+    "load_device_config",
+]

@@ -16,9 +16,10 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Self
 
 import grpc
 import numpy as np
@@ -269,7 +270,7 @@ class DeviceAgent:
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> "DeviceAgent":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from agilenn.bundle import Bundle
@@ -149,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return gateway_main(args)
     config = build_config(args)
     bundle = Bundle(args.bundle)
-    shape = tuple(bundle.manifest.input.shape)
+    shape = bundle.manifest.input.shape
     sources: Counter[str] = Counter()
     started = time.perf_counter()
-    sink_cm = nullcontext(sys.stdout) if args.sink == "-" else open(Path(args.sink), "w")
-    with DeviceAgent(bundle, config) as agent, sink_cm as sink:
+    with DeviceAgent(bundle, config) as agent, ExitStack() as closing:
+        sink = sys.stdout if args.sink == "-" else closing.enter_context(open(Path(args.sink), "w"))
         if config.cloud and not agent.wait_ready(args.wait_ready_s):
             log.warning("no worker reachable after %.1f s; answering locally until one is", args.wait_ready_s)
         try:

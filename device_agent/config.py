@@ -72,7 +72,7 @@ class DeviceConfig(BaseModel):
                           "`authorization: Bearer` metadata on every call")
 
     @model_validator(mode="after")
-    def _check_security(self) -> "DeviceConfig":
+    def _check_security(self) -> DeviceConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("a client certificate needs both cert_file (--cert) and key_file (--key)")
         if self.cert_file is not None and self.ca_file is None:

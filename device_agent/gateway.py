@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 import grpc
 
 from agilenn.outcomes import ReasonCode
-from agilenn.serial_frames import (FrameDecoder, FrameError, FrameType, LogitsEncoding, encode_frame, pack_logits,
-                                   pack_logits_error, unpack_payload)
+from agilenn.serial_frames import (
+    FrameDecoder,
+    FrameError,
+    FrameType,
+    LogitsEncoding,
+    encode_frame,
+    pack_logits,
+    pack_logits_error,
+    unpack_payload,
+)
 from agilenn.v1 import inference_pb2
 from agilenn.v1.tensors import TensorError, from_raw_tensor
 from device_agent.config import DeviceConfig

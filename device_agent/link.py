@@ -15,12 +15,13 @@ import logging
 import queue
 import random
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.network import address_host, is_loopback_host
+from agilenn.v1 import inference_pb2, inference_pb2_grpc
 from agilenn.v1.tensors import BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, RAW_F32LE
 from device_agent.estimate import LinkEstimate
 
@@ -48,7 +49,7 @@ def status_name(code: int) -> str:
 class Slot:
     """Where the answer to one request lands."""
 
-    __slots__ = ("event", "response", "failure", "sent_at")
+    __slots__ = ("event", "failure", "response", "sent_at")
 
     def __init__(self, event: threading.Event | None = None) -> None:
         self.event = event or threading.Event()  # shared by the slots of a hedged input
@@ -68,7 +69,7 @@ def _requests(outbox: queue.SimpleQueue):
 class Link:
     def __init__(self, address: str, bundle_hash: str, *, connect_timeout_s: float, reconnect_initial_s: float,
                  reconnect_max_s: float, max_message_bytes: int, clock: Callable[[], float],
-                 on_info: Callable[["Link", inference_pb2.ServiceInfo], bool] | None = None,
+                 on_info: Callable[[Link, inference_pb2.ServiceInfo], bool] | None = None,
                  credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
                  tls_server_name: str | None = None, logits_codec: str = RAW_F32LE,
                  warmup: Callable[[int], inference_pb2.InferRequest] | None = None) -> None:

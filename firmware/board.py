@@ -12,6 +12,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Feeder:
             self.connection.settimeout(min(left, GAP_S))
             try:
                 data = self.connection.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 if self.decoder.pending:  # the line went quiet mid-frame
                     self.decoder.expire()
                 continue
@@ -111,7 +112,7 @@ class EmulatedBoard:
     def radio_url(self) -> str:
         return f"socket://127.0.0.1:{self.radio_port}"
 
-    def __enter__(self) -> "EmulatedBoard":
+    def __enter__(self) -> Self:
         qemu = require_tool("qemu-system-arm")
         lines = [arg for port in (self.feeder_port, self.radio_port)
                  for arg in ("-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on")]

@@ -33,7 +33,7 @@ SRAM_SECTIONS = (".data", ".bss")
 def section_sizes(elf: Path) -> dict[str, int]:
     """Section name -> size in bytes (`arm-none-eabi-size -A`)."""
     tool = require_tool("arm-none-eabi-size")
-    result = subprocess.run([tool, "-A", "-d", str(elf)], capture_output=True, text=True)
+    result = subprocess.run([tool, "-A", "-d", str(elf)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ToolchainError(f"arm-none-eabi-size failed on {elf}: {result.stderr.strip()}")
     sizes = {}

@@ -46,7 +46,7 @@ class Build:
 
 
 def _compile(command: list[str]) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ToolchainError(f"{' '.join(command[:1])} failed:\n{result.stderr.strip()}")
 

@@ -92,20 +92,20 @@ def _instructions(record: dict[str, Any], records) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['bundle']} on {report['target']}, {report['samples']} inputs of {report['dataset']}",
-             f"  identical to the integer reference: payloads {report['payloads_identical']}/{report['samples']}, "
-             f"local logits {report['local_logits_identical']}/{report['samples']}",
-             f"  accuracy: mixed {report['accuracy_c']:.4f} (float front {report['accuracy_float']:.4f}), "
-             f"local only {report['accuracy_local_only_c']:.4f} (float {report['accuracy_local_only_float']:.4f})",
+             (f"  identical to the integer reference: payloads {report['payloads_identical']}/{report['samples']}, "
+              f"local logits {report['local_logits_identical']}/{report['samples']}"),
+             (f"  accuracy: mixed {report['accuracy_c']:.4f} (float front {report['accuracy_float']:.4f}), "
+              f"local only {report['accuracy_local_only_c']:.4f} (float {report['accuracy_local_only_float']:.4f})"),
              f"  payload median {report['payload_bytes_median']:.0f} B, {report['macs']} MACs"]
     if "flash_bytes" in report:
         lines += [
-            f"  flash {report['flash_bytes']} B of {report['flash_budget_bytes']}, SRAM {report['sram_bytes']} B "
-            f"(static {report['sram_static_bytes']} + stack peak {report['stack_peak_bytes']}) of "
-            f"{report['sram_budget_bytes']}",
-            f"  instructions per inference {report['instructions_per_inference_mean']:.0f} "
-            f"({report['macs_per_instruction']:.3f} MACs per instruction); at {report['clock_hz'] / 1e6:.0f} MHz and "
-            f"{report['cycles_per_instruction_range'][0]}-{report['cycles_per_instruction_range'][1]} cycles per "
-            f"instruction: {report['device_ms_range'][0]:.2f}-{report['device_ms_range'][1]:.2f} ms",
+            (f"  flash {report['flash_bytes']} B of {report['flash_budget_bytes']}, SRAM {report['sram_bytes']} B "
+             f"(static {report['sram_static_bytes']} + stack peak {report['stack_peak_bytes']}) of "
+             f"{report['sram_budget_bytes']}"),
+            (f"  instructions per inference {report['instructions_per_inference_mean']:.0f} "
+             f"({report['macs_per_instruction']:.3f} MACs per instruction); at {report['clock_hz'] / 1e6:.0f} MHz and "
+             f"{report['cycles_per_instruction_range'][0]}-{report['cycles_per_instruction_range'][1]} cycles per "
+             f"instruction: {report['device_ms_range'][0]:.2f}-{report['device_ms_range'][1]:.2f} ms"),
         ]
         for layer in report["layers"]:
             ratio = f", {layer['macs_per_instruction']:.3f} MACs/instr" if layer["macs_per_instruction"] else ""

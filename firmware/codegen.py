@@ -27,8 +27,16 @@ import numpy as np
 from agilenn import range_int
 from agilenn.bundle import Bundle
 from agilenn.codec import RangeCodec
-from firmware.integer_front import (ChannelSlice, Conv, Dense, InputMap, IntegerFront, Quantize,
-                                    UnsupportedFrontError, lower_front)
+from firmware.integer_front import (
+    ChannelSlice,
+    Conv,
+    Dense,
+    InputMap,
+    IntegerFront,
+    Quantize,
+    UnsupportedFrontError,
+    lower_front,
+)
 from firmware.targets import Target
 
 TEMPLATES = Path(__file__).parent / "templates"

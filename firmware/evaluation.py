@@ -38,7 +38,7 @@ def evaluate_integer(bundle: Bundle, split: Split, batch_size: int = 500) -> dic
 
     equal = outputs.indices == reference.indices
     report = {
-        "samples": int(len(labels)),
+        "samples": len(labels),
         "accuracy_float": accuracy(reference.mixed_logits),
         "accuracy_integer": accuracy(mixed),
         "accuracy_local_only_float": accuracy(reference.local_logits),

@@ -47,7 +47,7 @@ class Requantization:
     high: int = 255
 
     @classmethod
-    def from_scales(cls, real: np.ndarray, zero_point: int, low: int = 0, high: int = 255) -> "Requantization":
+    def from_scales(cls, real: np.ndarray, zero_point: int, low: int = 0, high: int = 255) -> Requantization:
         """Fixed-point form of the real multipliers `real` (input scale x weight scale / output scale)."""
         real = np.asarray(real, dtype=np.float64)
         if np.any(real <= 0) or not np.all(np.isfinite(real)):

@@ -21,9 +21,9 @@ def _conv(op: Conv, x: np.ndarray) -> np.ndarray:
     top, left, bottom, right = op.pads
     centred = x.astype(np.int64) - op.input_zero_point
     centred = np.pad(centred, ((0, 0), (0, 0), (top, bottom), (left, right)))  # zero = the zero point
-    c_out, c_per_group, kh, kw = op.weights.shape
+    _c_out, _c_per_group, kh, kw = op.weights.shape
     sh, sw = op.stride
-    n, channels, height, width = centred.shape
+    _n, _channels, height, width = centred.shape
     h_out, w_out = (height - kh) // sh + 1, (width - kw) // sw + 1
     # Patches (N, C, kh, kw, H_out, W_out) by strided slicing; cheap for the small kernels of a front.
     patches = np.stack([np.stack([centred[:, :, i:i + sh * h_out:sh, j:j + sw * w_out:sw] for j in range(kw)], 2)

@@ -31,14 +31,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
-                            SplitSpec)
+from agilenn.bundle import DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec, SplitSpec
 from agilenn.config_files import load_yaml_model
 from agilenn.datasets import Dataset, load_dataset
 from agilenn.predict import run_batched
+from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
 from partitioner.config import Augment, NetworkSpec, Optimiser, Quantizer
 from partitioner.data import augment, batches, to_tensors
-from partitioner.bundle_writer import BundleWriter, fit_codec, run_torch
 from partitioner.export import RemoteModule
 from partitioner.layers import layer_table
 from partitioner.model import Normalise, feature_shape
@@ -76,7 +75,7 @@ class BaselineConfig(_Strict):
     logits_atol: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
-    def _check_kind(self) -> "BaselineConfig":
+    def _check_kind(self) -> BaselineConfig:
         if self.kind == "deepcod" and (self.quantizer is None or len(self.network) != 2):
             raise ValueError("a deepcod baseline needs a quantizer and network: [extractor, remote head]")
         if self.kind == "local-only" and self.quantizer is not None:

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -138,7 +138,7 @@ class BundleWriter:
             raise RuntimeError("BundleWriter is used inside a `with` block")
         return self._staging
 
-    def __enter__(self) -> "BundleWriter":
+    def __enter__(self) -> Self:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out.parent))
         return self

@@ -58,7 +58,7 @@ def load_bundle_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as exc:
         hint = "; export the bundle again with this version" if path.suffix == ".pt" else ""
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); "

@@ -80,7 +80,7 @@ class Quantizer(_Strict):
         "train the centroids with the network (ordered, kept apart); false keeps them where they start"))
 
     @model_validator(mode="after")
-    def _check_init(self) -> "Quantizer":
+    def _check_init(self) -> Quantizer:
         if self.init_centroids is not None:
             if len(self.init_centroids) != self.levels:
                 raise ValueError(f"init_centroids has {len(self.init_centroids)} values for {self.levels} levels")
@@ -131,14 +131,14 @@ class PartitionConfig(_Strict):
         "start fresh, and only joint_training (and polish) run"))
 
     @model_validator(mode="after")
-    def _check_remote_init(self) -> "PartitionConfig":
+    def _check_remote_init(self) -> PartitionConfig:
         if self.joint_training.remote_init == "reference" and self.networks.remote != self.networks.reference:
             raise ValueError("joint_training.remote_init: reference needs networks.remote to equal "
                              "networks.reference (the same network and args)")
         return self
 
     @model_validator(mode="after")
-    def _check_polish(self) -> "PartitionConfig":
+    def _check_polish(self) -> PartitionConfig:
         if self.polish is not None and self.polish.mixing_temperature != self.joint_training.mixing_temperature:
             raise ValueError("polish.mixing_temperature must equal joint_training.mixing_temperature "
                              "(the temperature is part of the model)")

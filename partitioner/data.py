@@ -3,7 +3,7 @@ on a 2-core machine worker processes cost more than they give for 28x28 images).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

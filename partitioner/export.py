@@ -16,16 +16,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from agilenn.bundle import (DEVICE_INT8_MODEL, DEVICE_MODEL, REFERENCE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest,
-                            MixingSpec, QuantizerSpec, SplitSpec, mix_logits)
+from agilenn.bundle import (
+    DEVICE_INT8_MODEL,
+    DEVICE_MODEL,
+    REFERENCE_MODEL,
+    REMOTE_MODEL,
+    Bundle,
+    InputSpec,
+    Manifest,
+    MixingSpec,
+    QuantizerSpec,
+    SplitSpec,
+    mix_logits,
+)
 from agilenn.datasets import Dataset
 from agilenn.onnx_sessions import create_session
 from agilenn.predict import run_batched
+from partitioner.analysis import measure_skewness
 from partitioner.bundle_writer import BundleWriter, fit_codec, front_spec, run_torch
 from partitioner.checkpoint import save_bundle_checkpoint
 from partitioner.config import PartitionConfig
 from partitioner.layers import count_macs
-from partitioner.analysis import measure_skewness
 from partitioner.model import AgileNN, Normalise
 from partitioner.quantizer import nearest_centroid
 

@@ -87,7 +87,7 @@ class ConvHead(nn.Sequential):
         if pool not in ("flatten", "average"):
             raise ValueError(f"conv-head: pool must be 'flatten' or 'average', got {pool!r}")
         layers: list[nn.Module] = []
-        channels, side = in_channels, int(round(spatial ** 0.5))
+        channels, side = in_channels, round(spatial ** 0.5)
         for width, stride in zip(widths, strides):
             layers += _conv_bn(channels, width, 3, stride=stride, activation=nn.ReLU)
             channels, side = width, (side + stride - 1) // stride

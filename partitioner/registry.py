@@ -12,7 +12,7 @@ plus the config's `args`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

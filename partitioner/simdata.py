@@ -25,11 +25,19 @@ import numpy as np
 import torch
 
 from agilenn.bundle import Bundle
-from agilenn.datasets import Dataset, load_dataset
-from agilenn.measured import (SCHEMA, CutRecord, MeasuredSchemes, ProtocolOverheads, Scheme, SchemeKind,
-                              TradeoffPoint, write_measured)
-from agilenn.onnx_sessions import create_session
 from agilenn.bundle_metrics import BundleMetrics
+from agilenn.datasets import Dataset, load_dataset
+from agilenn.measured import (
+    SCHEMA,
+    CutRecord,
+    MeasuredSchemes,
+    ProtocolOverheads,
+    Scheme,
+    SchemeKind,
+    TradeoffPoint,
+    write_measured,
+)
+from agilenn.onnx_sessions import create_session
 from agilenn.predict import confidence_gate_curve, evaluate_bundle, predict
 from partitioner.analysis import load_checkpoint
 from partitioner.baselines import BASELINE_FILE

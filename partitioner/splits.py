@@ -22,13 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from agilenn.bundle import (DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec,
-                            SplitSpec)
+from agilenn.bundle import DEVICE_MODEL, REMOTE_MODEL, Bundle, InputSpec, Manifest, MixingSpec, QuantizerSpec, SplitSpec
 from agilenn.codec import RangeCodec, ZlibCodec
 from agilenn.datasets import Dataset
+from partitioner.bundle_writer import BundleWriter
 from partitioner.checkpoint import load_any_checkpoint
 from partitioner.config import PartitionConfig
-from partitioner.bundle_writer import BundleWriter
 from partitioner.layers import layer_table
 from partitioner.model import AgileNN, Normalise
 

@@ -25,8 +25,14 @@ from agilenn.datasets import Dataset, load_dataset
 from partitioner.checkpoint import BUNDLE_CHECKPOINT, load_any_checkpoint, load_run_checkpoint
 from partitioner.config import Joint, Optimiser, PartitionConfig
 from partitioner.data import augment, batches, to_tensors
-from partitioner.importance import (channel_importance, disorder_loss, integrated_gradients, local_share, skewness,
-                                   skewness_loss)
+from partitioner.importance import (
+    channel_importance,
+    disorder_loss,
+    integrated_gradients,
+    local_share,
+    skewness,
+    skewness_loss,
+)
 from partitioner.model import AgileNN
 from partitioner.quantizer import hard_entropy_bits, kmeans_centroids
 from partitioner.remap import permute_input_channels, permute_output_channels, remap_order

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from simulation.serve_process import ROOT, CloudServeProcess
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -154,7 +155,7 @@ def run_fleets(processes: int, cpus: list[int] | None, devices: int, worker: Clo
         "devices": devices, "fleet_processes": len(shares), "rate_hz_per_device": kwargs["rate_hz"],
         "offered_per_s": devices * kwargs["rate_hz"], "deadline_ms": kwargs["deadline_ms"],
         "connected": sum(part["connected"] for part in parts), "inferences": inferences,
-        "answered_by_cloud": int(len(answered)), "answered_per_s": sum(part["answered_per_s"] for part in parts),
+        "answered_by_cloud": len(answered), "answered_per_s": sum(part["answered_per_s"] for part in parts),
         "unanswered": sum(part["unanswered"] for part in parts), "overloaded": overloaded,
         "share_overloaded": overloaded / max(inferences, 1),
         # the mixed share achieved, and the one the offload policy's per-input predictions add up to
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     fleet_cpus = cpus[1:] if pinned else None
     processes = args.fleet_processes or max(1, len(cpus) - 1)
     serve_args = ["--max-queue-requests", str(args.max_queue_requests)]
-    fleet = dict(bundle_path=args.bundle, seconds=args.seconds, connect_timeout_s=60.0,
-                 overload_backoff_ms=args.overload_backoff_ms)
+    fleet = {"bundle_path": args.bundle, "seconds": args.seconds, "connect_timeout_s": 60.0,
+                 "overload_backoff_ms": args.overload_backoff_ms}
 
     load_before = os.getloadavg()
     worker = CloudServeProcess(args.bundle, serve_args=serve_args)

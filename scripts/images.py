@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agilenn.cli_flags import DEFAULT_BUNDLE
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "agilenn-it"
 BASES = {"debian": "localhost/debian-base:bookworm", "python": "localhost/python-base:3.11-bookworm",
@@ -44,7 +46,7 @@ class ImagesError(RuntimeError):
 def podman_environment(folder: Path) -> dict[str, str]:
     """Podman's settings for this kind of machine: runc (crun refuses a hybrid cgroup layout), default
     ulimits root may set (it cannot raise its own), no registry to search."""
-    hard_nofile = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip()
+    hard_nofile = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True, check=False).stdout.strip()
     nofile = hard_nofile if hard_nofile.isdigit() else "65536"
     (folder / "containers.conf").write_text(
         '[engine]\nruntime = "runc"\n\n[containers]\n'
@@ -60,7 +62,8 @@ class Podman:
 
     def __call__(self, *args: str, check: bool = True, stdin: bytes | None = None,
                  timeout: float = 600) -> subprocess.CompletedProcess:
-        done = subprocess.run(["podman", *args], env=self.env, input=stdin, capture_output=True, timeout=timeout)
+        done = subprocess.run(["podman", *args], env=self.env, input=stdin, capture_output=True, timeout=timeout,
+                              check=False)
         if check and done.returncode != 0:
             raise ImagesError(f"podman {' '.join(args[:3])} ... failed ({done.returncode}): "
                               f"{done.stderr.decode(errors='replace')[-2000:]}")
@@ -86,7 +89,7 @@ def debian_mirror() -> str:
     """The Debian mirror of this machine's apt sources."""
     for path in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
         if path.exists():
-            found = re.search(r"^(?:URIs:|deb)\s+(\S+/debian)/?\s", path.read_text() + "\n", re.M)
+            found = re.search(r"^(?:URIs:|deb)\s+(\S+/debian)/?\s", path.read_text() + "\n", re.MULTILINE)
             if found:
                 return found.group(1)
     return "http://deb.debian.org/debian"
@@ -260,7 +263,7 @@ def checks(report: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=500, help="Fashion-MNIST test inputs the device streams")
-    parser.add_argument("--bundle", default="bundles/fashion-mnist")
+    parser.add_argument("--bundle", default=DEFAULT_BUNDLE)
     parser.add_argument("--keep", action="store_true", help="keep the images and bases made")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agilenn.cluttered import ClutterSpec, load_cluttered  # noqa: E402
-from agilenn.datasets import FASHION_MNIST_LABELS  # noqa: E402
+from agilenn.cluttered import ClutterSpec, load_cluttered
+from agilenn.datasets import FASHION_MNIST_LABELS
 
 
 def plot(images: np.ndarray, labels: np.ndarray, out: Path, rows: int, cols: int) -> None:
@@ -38,7 +38,7 @@ def plot(images: np.ndarray, labels: np.ndarray, out: Path, rows: int, cols: int
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(FASHION_MNIST_LABELS[label], fontsize=8)
         ax.axis("off")
-    fig.suptitle("cluttered-fashion-mnist: test canvases 0-%d (96x96) and their labels" % (rows * cols - 1),
+    fig.suptitle(f"cluttered-fashion-mnist: test canvases 0-{rows * cols - 1} (96x96) and their labels",
                  fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

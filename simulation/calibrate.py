@@ -200,14 +200,14 @@ def profile_yaml(result: dict[str, Any], command: str) -> str:
         "kind: host",
         "calibration: measured",
         "source: >-",
-        f"  Measured on this machine by `{_scheduling()}{command}` on {time.strftime('%Y-%m-%d')}"
-        f" (load average {machine['load_average'][0]:.2f} while measuring; a busy CPU inflates the times).",
+        (f"  Measured on this machine by `{_scheduling()}{command}` on {time.strftime('%Y-%m-%d')}"
+         f" (load average {machine['load_average'][0]:.2f} while measuring; a busy CPU inflates the times)."),
         "  Median time per model at batch 1, least-squares fit of fixed + light/rate + dense/rate:",
         *lines,
-        *([f"  request_overhead_ms: the runtime's loopback round trip (device agent -> worker process -> back), "
-           f"p50 {result['service']['loopback_round_trip_ms_p50']:.3f} ms over {result['service']['requests']} requests "
-           f"{IDLE_GAP_S * 1000:.0f} ms apart, "
-           f"less the remote model's {result['service']['remote_model_ms']:.3f} ms."] if result.get("service") else
+        *([(f"  request_overhead_ms: the runtime's loopback round trip (device agent -> worker process -> back), "
+            f"p50 {result['service']['loopback_round_trip_ms_p50']:.3f} ms over {result['service']['requests']} requests "
+            f"{IDLE_GAP_S * 1000:.0f} ms apart, "
+            f"less the remote model's {result['service']['remote_model_ms']:.3f} ms.")] if result.get("service") else
           ["  request_overhead_ms: not measured (needs the device and cloud extras)."]),
         "  encode_ns_per_symbol: constriction's range coder called from Python on AgileNN payloads (mostly call",
         "  overhead). Memory: physical RAM and root file system size. Power: estimate of a desktop CPU core",

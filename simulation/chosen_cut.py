@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from simulation.compare import load_measured, split_cuts
+from agilenn.measured import load_measured
+from simulation.compare import split_cuts
 from simulation.cuts import choose_cut
 from simulation.profiles import load_device, load_link
 

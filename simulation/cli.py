@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agilenn.cli_flags import DEFAULT_BUNDLE
+from agilenn.measured import MeasuredDataError, load_measured
 from simulation import compare, workloads
 from simulation.profiles import ProfileError, available, load_device, load_link
 
@@ -173,7 +174,7 @@ def _firmware(args, device, measured):
 
 def _simulate(args, link_names: list[str]) -> tuple[list[dict[str, Any]], str | None]:
     """One result per link, and the report's path when --report asked for one."""
-    measured = compare.with_logits_codec(compare.load_measured(args.measured), args.logits_codec)
+    measured = compare.with_logits_codec(load_measured(args.measured), args.logits_codec)
     device, cloud = _profiles(args)
     firmware = _firmware(args, device, measured)
     links = [load_link(name) for name in link_names]
@@ -223,7 +224,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    measured = compare.with_logits_codec(compare.load_measured(args.measured), args.logits_codec)
+    measured = compare.with_logits_codec(load_measured(args.measured), args.logits_codec)
     device, cloud = _profiles(args)
     if args.max_latency_ms is not None:
         return _recommend_threshold(args, measured, device, cloud)
@@ -272,7 +273,7 @@ def cmd_emulate(args) -> int:
     from simulation.emulate import EmulationUnavailable, run
 
     try:
-        result = run(args.bundle, compare.load_measured(args.measured),
+        result = run(args.bundle, load_measured(args.measured),
                      [name.strip() for name in args.links.split(",") if name.strip()], args.cloud, args.count)
     except EmulationUnavailable as exc:
         print(f"agilenn simulate emulate: cannot emulate here: {exc}", file=sys.stderr)
@@ -301,7 +302,7 @@ def cmd_emulate(args) -> int:
 def cmd_calibrate(args) -> int:
     from simulation.calibrate import calibrate, profile_yaml
 
-    result = calibrate(compare.load_measured(args.measured), args.repeats)
+    result = calibrate(load_measured(args.measured), args.repeats)
     text = profile_yaml(result, "agilenn simulate " + " ".join(a for a in args.argv if a != "--json"))
     if args.write:
         Path(args.write).write_text(text)
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     except workloads.WorkloadError as exc:  # a usage error, as argparse's are
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 2
-    except (ProfileError, compare.MeasuredDataError, ReportUnavailable, CalibrationError, FirmwareReportError,
+    except (ProfileError, MeasuredDataError, ReportUnavailable, CalibrationError, FirmwareReportError,
             FirmwareTimeError) as exc:
         print(f"agilenn simulate: error: {exc}", file=sys.stderr)
         return 1

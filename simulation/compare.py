@@ -10,11 +10,11 @@ torch nor the models.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 from agilenn.measured import CutRecord, LayerRow, MeasuredSchemes, ProtocolOverheads, Scheme
-from agilenn.measured import MeasuredDataError as MeasuredDataError, load_measured as load_measured  # for the CLI
 from simulation.cuts import Cut, NoEligibleCut, choose_cut
 from simulation.model import Latency, Layer, MeasuredDevice, Workload, energy_mj, latency, memory
 from simulation.profiles import DeviceProfile, LinkProfile

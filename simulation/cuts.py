@@ -8,8 +8,8 @@ cuts that fit the device's memory and meet an optional accuracy floor; ties go t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from simulation.model import Latency, Workload, latency, memory
 from simulation.profiles import DeviceProfile, LinkProfile

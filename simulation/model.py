@@ -23,8 +23,8 @@ buffer + the runtime.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 from simulation.profiles import DeviceProfile, LinkProfile
 

@@ -83,7 +83,7 @@ class LinkProfile(_Strict):
     packet_overhead_bytes: int = Field(40, ge=0, description="headers per packet (IP + transport)")
 
     @model_validator(mode="after")
-    def _check_mtu(self) -> "LinkProfile":
+    def _check_mtu(self) -> LinkProfile:
         if self.packet_overhead_bytes >= self.mtu_bytes:
             raise ValueError(f"packet_overhead_bytes={self.packet_overhead_bytes} leaves no payload in "
                              f"mtu_bytes={self.mtu_bytes}")
@@ -97,7 +97,7 @@ class LinkProfile(_Strict):
     def rto_ms(self) -> float:
         return self.retransmit_timeout_ms if self.retransmit_timeout_ms is not None else 2.0 * self.rtt_ms
 
-    def with_rate(self, uplink_bps: float) -> "LinkProfile":
+    def with_rate(self, uplink_bps: float) -> LinkProfile:
         """The same link at another rate (both directions scale together); for sweeps."""
         scale = uplink_bps / self.uplink_bps
         return self.model_copy(update={"name": f"{self.name}@{uplink_bps / 1e3:g}kbps", "uplink_bps": uplink_bps,

@@ -143,8 +143,8 @@ def plot_bandwidth(measured: MeasuredSchemes, run: dict[str, Any], link: LinkPro
 
 
 def _table(run: dict[str, Any]) -> list[str]:
-    lines = ["| scheme | accuracy | device MACs | bytes/inf | device | encode | network | cloud | return | "
-             "**total ms** | energy mJ | SRAM KB | flash KB | fits |",
+    lines = [("| scheme | accuracy | device MACs | bytes/inf | device | encode | network | cloud | return | "
+              "**total ms** | energy mJ | SRAM KB | flash KB | fits |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in run["schemes"]:
         lat = s["latency_ms"]
@@ -163,9 +163,9 @@ def _summary(run: dict[str, Any]) -> list[str]:
     agile = next(x for x in run["schemes"] if x["kind"] == "agilenn")
     fastest = min(valid, key=lambda x: x["latency_ms"]["total_ms"])
     as_good = [x for x in valid if x["accuracy"] >= agile["accuracy"]]
-    lines = [f"- fastest scheme here: **{fastest['name']}** ({fastest['latency_ms']['total_ms']:.2f} ms, "
-             f"{fastest['accuracy'] * 100:.2f}%); AgileNN: {agile['latency_ms']['total_ms']:.2f} ms, "
-             f"{agile['accuracy'] * 100:.2f}%"]
+    lines = [(f"- fastest scheme here: **{fastest['name']}** ({fastest['latency_ms']['total_ms']:.2f} ms, "
+              f"{fastest['accuracy'] * 100:.2f}%); AgileNN: {agile['latency_ms']['total_ms']:.2f} ms, "
+              f"{agile['accuracy'] * 100:.2f}%")]
     if as_good:
         best = min(as_good, key=lambda x: x["latency_ms"]["total_ms"])
         lines.append(f"- fastest at AgileNN's accuracy or better: **{best['name']}** "
@@ -200,10 +200,10 @@ def _physics(measured: MeasuredSchemes) -> list[str]:
     agile = measured.scheme("agilenn")
     if full is None:
         return []
-    return [f"Physics first: one input is {measured.raw_input_bytes} bytes raw and "
-            f"{full.payload_bytes:.0f} bytes losslessly coded; AgileNN sends {agile.payload_bytes:.0f} bytes "
-            f"(the paper's 96x96x3 inputs were 27,648 bytes raw, where transmission dominates). On a fast link "
-            f"shipping the whole input can beat any on-device work; the tables say where each scheme wins."]
+    return [(f"Physics first: one input is {measured.raw_input_bytes} bytes raw and "
+             f"{full.payload_bytes:.0f} bytes losslessly coded; AgileNN sends {agile.payload_bytes:.0f} bytes "
+             f"(the paper's 96x96x3 inputs were 27,648 bytes raw, where transmission dominates). On a fast link "
+             f"shipping the whole input can beat any on-device work; the tables say where each scheme wins.")]
 
 
 def write_report(folder: Path, measured: MeasuredSchemes, runs: list[dict[str, Any]], links: list[LinkProfile],

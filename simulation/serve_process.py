@@ -68,7 +68,7 @@ class CloudServeProcess:
     def metric(self, name: str) -> float:
         """The value of an unlabelled metric on the first worker's metrics server (0 when absent)."""
         text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
-        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
     def stop(self) -> None:

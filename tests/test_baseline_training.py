@@ -6,10 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the baselines need the train extra (torch)")
 
-from partitioner.baselines import CHECKPOINT, BaselineConfig, load_baseline_config, train  # noqa: E402
-from partitioner.layers import count_macs  # noqa: E402
-from partitioner.registry import build_network  # noqa: E402
-from partitioner.testing import synthetic_dataset  # noqa: E402
+from partitioner.baselines import CHECKPOINT, BaselineConfig, load_baseline_config, train
+from partitioner.layers import count_macs
+from partitioner.registry import build_network
+from partitioner.testing import synthetic_dataset
 
 FAMILY = ["local-0.4m", "local-2m", "local-5m", "local-21m"]
 
@@ -45,7 +45,7 @@ def test_the_cluttered_local_family_spans_the_issues_range_of_macs():
 
 
 def test_a_stopped_baseline_resumes_at_its_next_epoch_and_ends_where_an_unbroken_run_does(tmp_path, monkeypatch):
-    import partitioner.baselines as baselines
+    from partitioner import baselines
 
     dataset = synthetic_dataset()
     torch.set_num_threads(1)

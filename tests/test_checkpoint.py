@@ -12,12 +12,16 @@ torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
 from agilenn.bundle import Bundle
 from partitioner.analysis import load_checkpoint
-from partitioner.checkpoint import (BUNDLE_CHECKPOINT, CheckpointError, load_bundle_checkpoint, load_run_checkpoint,
-                                    save_bundle_checkpoint)
+from partitioner.checkpoint import (
+    BUNDLE_CHECKPOINT,
+    CheckpointError,
+    load_bundle_checkpoint,
+    load_run_checkpoint,
+    save_bundle_checkpoint,
+)
 from partitioner.splits import load_reference
 from partitioner.testing import synthetic_dataset, tiny_config
 from partitioner.train import CHECKPOINT, Trainer
-
 
 
 class CreatesFile:

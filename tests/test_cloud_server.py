@@ -42,7 +42,7 @@ def samples(tiny_bundle):
 
 
 def request_for(bundle, indices, request_id=1, **changes):
-    fields = dict(data=bundle.codec.encode(indices), shape=list(indices.shape), codec=bundle.codec.codec_id)
+    fields = {"data": bundle.codec.encode(indices), "shape": list(indices.shape), "codec": bundle.codec.codec_id}
     fields.update({k: v for k, v in changes.items() if k in fields})
     return inference_pb2.InferRequest(request_id=request_id, bundle_hash=changes.get("bundle_hash", bundle.bundle_hash),
                                       features=inference_pb2.Tensor(**fields))
@@ -231,7 +231,7 @@ def test_a_model_failure_answers_the_batch_with_internal():
 
 
 def test_graceful_stop_answers_requests_in_flight(tiny_bundle, samples):
-    indices, remote = samples
+    indices, _remote = samples
     # a long batch wait keeps the requests in flight until the stop begins
     running = ServerThread(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=1500))
     answers, errors = [], []

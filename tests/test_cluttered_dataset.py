@@ -12,11 +12,28 @@ from pydantic import ValidationError
 
 pytest.importorskip("PIL", reason="the cluttered datasets resize with Pillow")
 
-from agilenn.cluttered import (CACHE_DIR_ENV, ClutterSpec, cache_key, cluttered_provenance, generate_split,
-                               load_cluttered, load_spec, register_cluttered_dataset, resize_bilinear)
+from agilenn.cluttered import (
+    CACHE_DIR_ENV,
+    ClutterSpec,
+    cache_key,
+    cluttered_provenance,
+    generate_split,
+    load_cluttered,
+    load_spec,
+    register_cluttered_dataset,
+    resize_bilinear,
+)
 from agilenn.config_files import ConfigFileError
-from agilenn.datasets import (FASHION_MNIST_DIR_ENV, FASHION_MNIST_LABELS, DatasetUnavailableError,
-                              available_datasets, fashion_mnist_files, load_dataset, read_idx, unregister_dataset)
+from agilenn.datasets import (
+    FASHION_MNIST_DIR_ENV,
+    FASHION_MNIST_LABELS,
+    DatasetUnavailableError,
+    available_datasets,
+    fashion_mnist_files,
+    load_dataset,
+    read_idx,
+    unregister_dataset,
+)
 
 DEFAULTS_YAML = Path(__file__).resolve().parents[1] / "configs" / "datasets" / "cluttered_fashion_mnist.yaml"
 SMALL = ClutterSpec(train_count=50, test_count=20)

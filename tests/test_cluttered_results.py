@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agilenn.bundle import Bundle
-from simulation.compare import load_measured, simulate
+from agilenn.measured import load_measured
+from simulation.compare import simulate
 from simulation.profiles import load_device, load_link
 from simulation.workloads import get
 
@@ -33,7 +34,7 @@ def test_the_bundle_is_the_cluttered_split_in_the_papers_shape(bundle):
     manifest = bundle.manifest
     assert manifest.config["dataset"] == "cluttered-fashion-mnist"
     assert manifest.input.shape == (1, 96, 96)
-    channels, height, width = manifest.split.feature_shape
+    _channels, height, width = manifest.split.feature_shape
     assert height <= 96 // 3 and width <= 96 // 3  # reduced at least 3x per side before the radio
     assert manifest.device_macs <= 1_000_000
     assert set(manifest.device_fronts) == {"float32", "int8"}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agilenn.bundle import Bundle
-from simulation.compare import load_measured, simulate
+from agilenn.measured import load_measured
+from simulation.compare import simulate
 from simulation.profiles import load_device, load_link
 from simulation.workloads import get
 

@@ -12,8 +12,7 @@ import pytest
 from agilenn.bundle import Bundle
 from agilenn.predict import evaluation_split, predict, q8_round_trip
 from agilenn.v1 import inference_pb2, inference_pb2_grpc
-from agilenn.v1.tensors import (BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, Q8, TensorError, from_raw_tensor,
-                                q8_tensor)
+from agilenn.v1.tensors import BUNDLE_HASH_METADATA, LOGITS_CODEC_METADATA, Q8, TensorError, from_raw_tensor, q8_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "tests" / "data" / "tiny-bundle"

@@ -3,7 +3,7 @@ evaluation gives; a mismatch or an unanswered input exits 1 and says which."""
 
 import pytest
 
-import commands.demo as demo
+from commands import demo
 
 
 def report(**changes):

@@ -12,8 +12,7 @@ import pytest
 
 from agilenn.bundle import Bundle, Manifest, write_manifest
 from cloud_worker.config import WorkerConfig
-from device_agent import (LOCAL_FALLBACK, LOCAL_ONLY_POLICY, MIXED, BundleMismatchError, DeviceAgent,
-                          DeviceConfig)
+from device_agent import LOCAL_FALLBACK, LOCAL_ONLY_POLICY, MIXED, BundleMismatchError, DeviceAgent, DeviceConfig
 from device_agent.cli import main as device_main
 from device_agent.sources import SourceError, _read_stream, iter_source
 
@@ -81,10 +80,10 @@ def test_unreachable_worker_answers_locally_without_waiting(tiny_bundle, images)
 
 def test_deadline_passes_and_the_answer_is_local(tiny_bundle, images, worker_server):
     # the worker holds every batch for 3 s, the device waits 50 ms
-    with worker_server(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=3000)) as slow:
-        with DeviceAgent(tiny_bundle, DeviceConfig(cloud=[slow.address], deadline_ms=50)) as agent:
-            assert agent.wait_ready(30)
-            result = agent.infer(images[0])
+    with (worker_server(tiny_bundle, WorkerConfig(max_batch_size=64, max_batch_wait_ms=3000)) as slow,
+          DeviceAgent(tiny_bundle, DeviceConfig(cloud=[slow.address], deadline_ms=50)) as agent):
+        assert agent.wait_ready(30)
+        result = agent.infer(images[0])
     assert result.source == LOCAL_FALLBACK and result.reason.startswith("deadline")
     assert result.timings_ms["cloud_rtt"] is None
 

@@ -17,4 +17,4 @@ def test_a_result_is_exactly_its_json_fields():
 
 
 def test_a_slot_holds_the_answer_and_when_it_was_sent():
-    assert Slot.__slots__ == ("event", "response", "failure", "sent_at")
+    assert set(Slot.__slots__) == {"event", "response", "failure", "sent_at"}

@@ -5,9 +5,9 @@ within silence_s; a worker that is only slow stays linked, its late answers pred
 import time
 
 import numpy as np
+from forwarding import TcpForwarder
 
 from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
-from forwarding import TcpForwarder
 
 
 def test_a_silent_worker_leaves_the_rotation_within_silence_s_and_every_input_is_answered(tiny_bundle,

@@ -3,8 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
-from partitioner.export import DeviceModule, ExportVerificationError, RemoteModule, verify
 from partitioner.analysis import load_checkpoint
+from partitioner.export import DeviceModule, ExportVerificationError, RemoteModule, verify
 from partitioner.testing import synthetic_dataset
 
 

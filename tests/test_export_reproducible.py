@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch", reason="exports a bundle: needs the train extra")
 
-from agilenn.bundle import MANIFEST_NAME, Bundle  # noqa: E402
+from agilenn.bundle import MANIFEST_NAME, Bundle
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER_PACKAGES = ("agilenn", "partitioner")
@@ -46,7 +46,7 @@ def test_another_checkout_exports_the_same_bytes_and_hash(trained_tiny_bundle, t
     checkpoint = first.folder / first.manifest.files["checkpoint"]
     done = subprocess.run([sys.executable, "-c", EXPORT_FROM_CHECKPOINT, str(checkpoint), str(out), str(sources)],
                           cwd=sources, env={**os.environ, "PYTHONPATH": str(sources)}, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
 
     second = Bundle(out)

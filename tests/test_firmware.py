@@ -18,16 +18,16 @@ import pytest
 
 pytest.importorskip("onnx", reason="the firmware generator reads ONNX files: needs the firmware extra")
 
-from agilenn.bundle import Bundle  # noqa: E402
-from agilenn.datasets import load_dataset  # noqa: E402
-from firmware.build import WARNINGS, build  # noqa: E402
-from firmware.checks import check  # noqa: E402
-from firmware.codegen import FrontTooLargeError, generate  # noqa: E402
-from firmware.evaluation import evaluate_integer  # noqa: E402
-from firmware.integer_front import UnsupportedFrontError, lower_front  # noqa: E402
-from firmware.reference import run_reference  # noqa: E402
-from firmware.run import run_build  # noqa: E402
-from firmware.targets import Target  # noqa: E402
+from agilenn.bundle import Bundle
+from agilenn.datasets import load_dataset
+from firmware.build import WARNINGS, build
+from firmware.checks import check
+from firmware.codegen import FrontTooLargeError, generate
+from firmware.evaluation import evaluate_integer
+from firmware.integer_front import UnsupportedFrontError, lower_front
+from firmware.reference import run_reference
+from firmware.run import run_build
+from firmware.targets import Target
 
 pytestmark = pytest.mark.firmware
 
@@ -141,7 +141,7 @@ def test_generated_c_compiles_without_warnings(compiler, tmp_path):
     extra = ["-mcpu=cortex-m7", "-mthumb", "-O2"] if compiler.startswith("arm") else ["-O2"]
     for source in ("agilenn_front.c", "agilenn_range_coder.c"):
         result = subprocess.run([compiler, *WARNINGS, *extra, "-c", str(tmp_path / source), "-o",
-                                 str(tmp_path / (source + ".o"))], capture_output=True, text=True)
+                                 str(tmp_path / (source + ".o"))], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
 

@@ -14,15 +14,25 @@ import pytest
 
 pytest.importorskip("onnx", reason="the firmware generator reads ONNX files: needs the firmware extra")
 
-from agilenn.bundle import Bundle  # noqa: E402
-from agilenn.datasets import load_dataset  # noqa: E402
-from agilenn.serial_frames import (SYNC, FrameDecoder, FrameType, LogitsEncoding, Reason, Source,  # noqa: E402
-                                   encode_frame, pack_logits, pack_logits_error, unpack_payload)
-from firmware.board import EmulatedBoard  # noqa: E402
-from firmware.build import build_offload_app  # noqa: E402
-from firmware.codegen import generate  # noqa: E402
-from firmware.integer_front import lower_front  # noqa: E402
-from firmware.reference import run_reference  # noqa: E402
+from agilenn.bundle import Bundle
+from agilenn.datasets import load_dataset
+from agilenn.serial_frames import (
+    SYNC,
+    FrameDecoder,
+    FrameType,
+    LogitsEncoding,
+    Reason,
+    Source,
+    encode_frame,
+    pack_logits,
+    pack_logits_error,
+    unpack_payload,
+)
+from firmware.board import EmulatedBoard
+from firmware.build import build_offload_app
+from firmware.codegen import generate
+from firmware.integer_front import lower_front
+from firmware.reference import run_reference
 
 pytestmark = [pytest.mark.firmware,
               pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
@@ -72,7 +82,7 @@ def _run(app, images, answer, prelude: bytes = b""):
             time.sleep(1.0)  # the line goes quiet: the board drops an unfinished frame after 20 ms of its own time
         for index, image in enumerate(images):
             board.feeder.send_input(index, image)
-            request_id, bundle_hash, payload = radio.payload()
+            request_id, bundle_hash, _payload = radio.payload()
             assert bundle_hash == bundle.bundle_hash
             answer(radio, request_id, index)
             result = board.feeder.read_result(10.0)

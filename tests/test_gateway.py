@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 
 from agilenn.bundle import Bundle
-from agilenn.serial_frames import (SYNC, FrameDecoder, FrameType, LogitsEncoding, bundle_digest, encode_frame,
-                                   pack_payload, unpack_logits)
+from agilenn.serial_frames import (
+    SYNC,
+    FrameDecoder,
+    FrameType,
+    LogitsEncoding,
+    bundle_digest,
+    encode_frame,
+    pack_payload,
+    unpack_logits,
+)
 from device_agent.config import DeviceConfig
 from device_agent.gateway import Gateway, open_serial, serial_url
 
@@ -43,7 +51,7 @@ class Line:
             self.connection.settimeout(max(deadline - time.monotonic(), 0.01))
             try:
                 data = self.connection.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 break
             frames = self.decoder.feed(data)
             if frames:
@@ -133,7 +141,7 @@ def test_noise_on_the_line_is_dropped_and_the_next_payload_served(worker_server,
         line.send(good[:20])  # truncated: the line goes quiet
         time.sleep(0.2)
         line.send(good)
-        kind, body = line.frame()
+        _kind, body = line.frame()
     assert unpack_logits(body)[:2] == (7, 0)
     stats = gateway.decoder.stats
     assert stats.bad_crc >= 1 and stats.oversize >= 1 and stats.truncated >= 1
@@ -146,7 +154,7 @@ def test_no_worker_is_said_at_once_in_an_error_frame(gateway_on_line):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
-    gateway, line = gateway_on_line([dead])
+    _gateway, line = gateway_on_line([dead])
     line.send(encode_frame(FrameType.PAYLOAD, pack_payload(3, bundle_digest(bundle.bundle_hash), payload)))
     kind, body = line.frame()
     request, status, logits, message = unpack_logits(body)
@@ -158,7 +166,7 @@ def test_a_bundle_the_workers_do_not_serve_is_refused(worker_server, gateway_on_
     bundle = Bundle(BUNDLE)
     payload, _ = _payload(bundle)
     with worker_server(bundle) as server:
-        gateway, line = gateway_on_line([server.address])
+        _gateway, line = gateway_on_line([server.address])
         other = "sha256:" + "0" * 64
         line.send(encode_frame(FrameType.PAYLOAD, pack_payload(1, bundle_digest(other), payload)))
         line.frame()  # the first payload may find the link still connecting

@@ -189,7 +189,7 @@ def test_a_stream_stops_being_read_when_it_owes_too_many_answers():
     async def run() -> None:
         # the servicer alone: no gRPC server to outlive this event loop
         servicer = InferenceServicer(bundle, WorkerConfig(max_owed_answers=4), "worker-x", WorkerMetrics("worker-x"),
-                                     lambda: [])
+                                     list)
         stream = asyncio.ensure_future(servicer.InferStream(requests(), NeverTaken()))
         await asyncio.sleep(0.5)
         stream.cancel()

@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("torch", reason="measures with the reference network: needs the train extra")
 
-from agilenn.measured import Scheme  # noqa: E402
-from partitioner.image_offload import code_image, image_offload_schemes  # noqa: E402
+from agilenn.measured import Scheme
+from partitioner.image_offload import code_image, image_offload_schemes
 
 
 def test_png_is_lossless_and_jpeg_is_not():

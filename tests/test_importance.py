@@ -41,7 +41,7 @@ def test_one_step_ig_is_the_trapezoid_of_the_endpoint_gradients():
     x = torch.rand(1, 2, 2, 2)
     w = torch.randn(1, 2, 2, 2)
     z = float((x * w).sum())
-    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))
     # d softplus(-a z)/dx_i at a = 1 is -sigmoid(-z) w_i; at the zero baseline it is -0.5 w_i.
     expected = (x * 0.5 * (-sigmoid(-z) * w - 0.5 * w)).abs()
     ig = integrated_gradients(LinearEvaluator(w), x, torch.tensor([0]), steps=1)

@@ -86,7 +86,7 @@ def test_device_run_takes_precision(int8_tiny_bundle, tmp_path, capsys):
 def test_an_int8_front_that_loses_accuracy_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
     import torch
 
-    import partitioner.int8 as int8
+    from partitioner import int8
     from partitioner.int8 import Int8VerificationError
     from partitioner.testing import make_tiny_bundle
 

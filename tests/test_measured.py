@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from agilenn.measured import (SCHEMA, CutRecord, MeasuredDataError, MeasuredSchemes, ProtocolOverheads, Scheme,
-                              TradeoffPoint, load_measured, write_measured)
+from agilenn.measured import (
+    SCHEMA,
+    CutRecord,
+    MeasuredDataError,
+    MeasuredSchemes,
+    ProtocolOverheads,
+    Scheme,
+    TradeoffPoint,
+    load_measured,
+    write_measured,
+)
 
 COMMITTED = Path(__file__).resolve().parents[1] / "bundles" / "baselines" / "measured.json"
 LAYER = {"name": "conv", "op": "conv", "macs": 900, "inner": 9, "weight_bytes": 40, "in_bytes": 100, "out_bytes": 400}

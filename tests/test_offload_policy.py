@@ -111,7 +111,8 @@ def test_a_link_predicted_late_gets_an_input_once_its_evidence_is_old():
 
 def requests_total(server) -> float:
     text = server.server.metrics.exposition().decode()
-    return sum(float(v) for v in re.findall(r'^agilenn_requests_total\{[^}]*rpc="InferStream"[^}]*\} (\S+)$', text, re.M))
+    pattern = r'^agilenn_requests_total\{[^}]*rpc="InferStream"[^}]*\} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
 def test_a_link_counts_as_ready_once_the_worker_has_computed_a_warm_up_request(tiny_bundle, images,

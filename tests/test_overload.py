@@ -123,7 +123,7 @@ def test_a_unary_call_beyond_the_queue_gets_resource_exhausted_as_its_status(tin
 
 def test_the_device_answers_a_shed_input_locally_at_once_with_reason_overloaded(tiny_bundle, images, worker_server):
     config = WorkerConfig(max_queue_requests=1, max_batch_size=64, max_batch_wait_ms=HOLD_MS)
-    device_config = lambda address: DeviceConfig(cloud=[address], deadline_ms=10_000)  # noqa: E731
+    device_config = lambda address: DeviceConfig(cloud=[address], deadline_ms=10_000)
     with worker_server(tiny_bundle, config) as server, \
             DeviceAgent(tiny_bundle, device_config(server.address)) as first:
         assert first.wait_ready(30)  # before the second connects: each warm-up is computed at once
@@ -146,7 +146,7 @@ def test_the_device_answers_a_shed_input_locally_at_once_with_reason_overloaded(
 
 
 def shed_total(server) -> float:
-    found = re.search(r"^agilenn_shed_requests_total (\S+)$", server.server.metrics.exposition().decode(), re.M)
+    found = re.search(r"^agilenn_shed_requests_total (\S+)$", server.server.metrics.exposition().decode(), re.MULTILINE)
     return float(found.group(1))
 
 

@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
-from partitioner.quantizer import FEATURE_RANGE, SoftToHardQuantizer, hard_entropy_bits, kmeans_centroids  # noqa: E402
-from partitioner.train import distillation_loss  # noqa: E402
+from partitioner.quantizer import FEATURE_RANGE, SoftToHardQuantizer, hard_entropy_bits, kmeans_centroids
+from partitioner.train import distillation_loss
 
 
 def _gaps(q: SoftToHardQuantizer) -> torch.Tensor:

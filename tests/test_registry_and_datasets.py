@@ -9,8 +9,16 @@ pytest.importorskip("torch", reason="needs the train extra (torch)")
 from torch import nn
 
 from agilenn.config_files import UnknownNameError
-from agilenn.datasets import (FASHION_MNIST_DIR_ENV, Dataset, DatasetUnavailableError, available_datasets,
-                              load_dataset, read_idx, register_dataset, unregister_dataset)
+from agilenn.datasets import (
+    FASHION_MNIST_DIR_ENV,
+    Dataset,
+    DatasetUnavailableError,
+    available_datasets,
+    load_dataset,
+    read_idx,
+    register_dataset,
+    unregister_dataset,
+)
 from partitioner.model import AgileNN
 from partitioner.registry import available_networks, build_network, register_network, unregister_network
 from partitioner.testing import tiny_config

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("cryptography", reason="TLS material and dev certificates need the cloud extra")
 pytest.importorskip("grpc_health", reason="the worker's server needs the cloud extra")
 
+from forwarding import TcpForwarder
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -26,10 +27,16 @@ from cloud_worker.config import InsecureServingError, ServeConfig, WorkerConfig,
 from cloud_worker.dev_credentials import write_dev_certificates
 from cloud_worker.security import TlsConfigError, TlsMaterial
 from cloud_worker.testing import ServerThread
-from cloud_worker.tokens import (TokenFile, TokenFileWatcher, TokenTable, issue_token, read_token_file,
-                                 revoke_tokens, write_token_file)
+from cloud_worker.tokens import (
+    TokenFile,
+    TokenFileWatcher,
+    TokenTable,
+    issue_token,
+    read_token_file,
+    revoke_tokens,
+    write_token_file,
+)
 from device_agent import LOCAL_FALLBACK, MIXED, DeviceAgent, DeviceConfig
-from forwarding import TcpForwarder
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +159,8 @@ def test_unknown_malformed_and_forged_tokens_are_unauthenticated(tiny_bundle, tl
         messages = {}
         for token, words in ((unknown, "token not accepted"), ("not-a-token", "malformed token"),
                              (forged, "token not accepted")):
-            code, message = refusal(lambda: service_info(server.address, client_credentials(certs), bearer(token)))
+            code, message = refusal(lambda token=token: service_info(server.address, client_credentials(certs),
+                                                                     bearer(token)))
             assert code == grpc.StatusCode.UNAUTHENTICATED, token
             assert words in message and "agilenn tokens add" in message
             messages[token] = message
@@ -206,8 +214,8 @@ def test_revoking_in_the_file_refuses_the_token_after_a_reload_by_mtime(tiny_bun
             assert wait_for(lambda: _code(lambda: stub.GetServiceInfo(
                 inference_pb2.ServiceInfoRequest(), timeout=10, metadata=bearer(issued["cam-17"])))
                 == grpc.StatusCode.PERMISSION_DENIED)
-            code, message = refusal(lambda: stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=10,
-                                                                metadata=bearer(issued["cam-17"])))
+            _, message = refusal(lambda: stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=10,
+                                                             metadata=bearer(issued["cam-17"])))
             assert "cam-17" in message and "revoked" in message and "agilenn tokens add" in message
             outbox.put(tiny_bundle_request(2))
             with pytest.raises(grpc.RpcError) as ended:
@@ -281,10 +289,10 @@ def test_a_restarted_worker_refuses_calls_until_it_is_sent_the_table(tiny_bundle
 
 def test_health_answers_without_a_token(tiny_bundle, tls, certs, token_file):
     path, _ = token_file
-    with ServerThread(tiny_bundle, tls=tls, tokens=TokenTable(read_token_file(path).tokens)) as server:
-        with grpc.secure_channel(server.address, client_credentials(certs, with_certificate=False)) as channel:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
-                                                               timeout=10).status
+    with (ServerThread(tiny_bundle, tls=tls, tokens=TokenTable(read_token_file(path).tokens)) as server,
+          grpc.secure_channel(server.address, client_credentials(certs, with_certificate=False)) as channel):
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
+                                                           timeout=10).status
     assert status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -386,7 +394,7 @@ def test_a_device_with_a_ca_never_falls_back_to_plaintext(tiny_bundle, certs, im
 
 def test_the_dev_ca_verifies_the_server_certificate_for_its_names(certs):
     from cryptography import x509
-    from cryptography.x509.verification import PolicyBuilder, Store
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
     ca = x509.load_pem_x509_certificate(certs.ca_pem.read_bytes())
     server = x509.load_pem_x509_certificate(certs.server_pem.read_bytes())
@@ -395,7 +403,7 @@ def test_the_dev_ca_verifies_the_server_certificate_for_its_names(certs):
             "127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1")), x509.IPAddress(ipaddress.ip_address(
             "10.1.2.3"))):
         verifier.build_server_verifier(name).verify(server, [])
-    with pytest.raises(Exception):
+    with pytest.raises(VerificationError):
         verifier.build_server_verifier(x509.DNSName("elsewhere.example")).verify(server, [])
     client = x509.load_pem_x509_certificate(certs.client_pem.read_bytes())
     verifier.build_client_verifier().verify(client, [])
@@ -508,7 +516,7 @@ def test_ray_workers_get_tls_and_tokens_through_ray_and_reloads_reach_them(local
         revoke_tokens(tokens, device="cam-ray")
         write_token_file(security.tokens_file, tokens)
         for endpoint in service.endpoints:
-            assert wait_for(lambda: _code(lambda: service_info(endpoint, credentials, bearer(token)))
+            assert wait_for(lambda endpoint=endpoint: _code(lambda: service_info(endpoint, credentials, bearer(token)))
                             == grpc.StatusCode.PERMISSION_DENIED, timeout_s=20), endpoint
     finally:
         service.stop(grace_s=5)
@@ -545,12 +553,12 @@ def test_a_token_file_holding_more_than_the_token_is_refused_naming_the_file(tmp
 def test_a_refused_token_is_logged_by_its_id_only_when_well_formed(tiny_bundle, token_file, caplog):
     path, issued = token_file
     secret = issued["cam-17"].partition(".")[2]
-    with ServerThread(tiny_bundle, tokens=TokenTable(read_token_file(path).tokens)) as server:
-        with grpc.insecure_channel(server.address) as channel, caplog.at_level(logging.WARNING):
-            stub = inference_pb2_grpc.InferenceStub(channel)
-            with pytest.raises(grpc.RpcError):
-                stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=5,
-                                    metadata=(("authorization", f"Bearer {secret}"),))  # the secret alone
+    with (ServerThread(tiny_bundle, tokens=TokenTable(read_token_file(path).tokens)) as server,
+          grpc.insecure_channel(server.address) as channel, caplog.at_level(logging.WARNING)):
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        with pytest.raises(grpc.RpcError):
+            stub.GetServiceInfo(inference_pb2.ServiceInfoRequest(), timeout=5,
+                                metadata=(("authorization", f"Bearer {secret}"),))  # the secret alone
     assert secret[:8] not in caplog.text and "(token -)" in caplog.text
 
 

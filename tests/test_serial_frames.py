@@ -9,9 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agilenn.serial_frames import (SYNC, FrameDecoder, FrameError, FrameType, LogitsEncoding, Result, bundle_digest,
-                                   encode_frame, pack_logits, pack_logits_error, pack_payload, unpack_logits,
-                                   unpack_payload)
+from agilenn.serial_frames import (
+    SYNC,
+    FrameDecoder,
+    FrameError,
+    FrameType,
+    LogitsEncoding,
+    Result,
+    bundle_digest,
+    encode_frame,
+    pack_logits,
+    pack_logits_error,
+    pack_payload,
+    unpack_logits,
+    unpack_payload,
+)
 
 HASH = "sha256:" + "ab" * 32
 

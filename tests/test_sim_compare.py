@@ -1,10 +1,10 @@
 """Summary figures and the crossover search on a measured file small enough to check by hand."""
 
 import pytest
+from sim_helpers import device, link
 
 from agilenn.measured import SCHEMA, MeasuredSchemes
 from simulation import compare
-from sim_helpers import device, link
 
 LAYER = {"name": "l", "op": "conv", "macs": 100_000, "inner": 64, "weight_bytes": 100, "in_bytes": 10, "out_bytes": 10}
 

@@ -1,10 +1,10 @@
 """The cut chooser on a synthetic per-layer profile whose optimum is known by hand."""
 
 import pytest
+from sim_helpers import device, link
 
 from simulation.cuts import Cut, NoEligibleCut, choose_cut
 from simulation.model import Layer, Workload
-from sim_helpers import device, link
 
 # A 4-layer network; every layer has a long inner product, so it runs at the dense rate, 10 M MAC/s
 # on the device (0.1 ms per 1000 MACs) and 1 G MAC/s in the cloud. Activation bytes shrink with depth.

@@ -56,5 +56,5 @@ def test_emulated_links_delay_and_shape_like_the_profiles(trained_tiny_bundle, m
 def test_namespaces_are_removed_afterwards():
     import subprocess
 
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     assert "agsim-" not in listed

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agilenn.measured import load_measured
 from firmware.report import load_costs
 from simulation import compare
 from simulation.cli import main
@@ -37,7 +38,7 @@ def test_device_time_is_instructions_times_cpi_over_the_clock():
 
 
 def test_firmware_time_replaces_only_agilenns_device_part():
-    measured = compare.load_measured(ROOT / WORKLOADS["cluttered-fashion-mnist"].measured)
+    measured = load_measured(ROOT / WORKLOADS["cluttered-fashion-mnist"].measured)
     device, link, cloud = load_device("stm32f746-216mhz"), load_link("wifi-6mbps"), load_device("host")
     firmware = measured_device(COSTS, device, 2.0)
     modelled = {r.name: r for r in compare.evaluate(measured, device, link, cloud)}

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from agilenn.measured import load_measured
 from agilenn.predict import confidence_gate_curve
 from commands.cli import main as agilenn
 from simulation import compare
@@ -29,7 +30,7 @@ def cluttered():
     from simulation.profiles import load_device, load_link
     from simulation.workloads import get
 
-    measured = compare.load_measured(get("cluttered-fashion-mnist").measured)
+    measured = load_measured(get("cluttered-fashion-mnist").measured)
     result = compare.simulate(measured, load_device("stm32f746-216mhz"), load_link("ble-270kbps"),
                               load_device("host"))
     agilenn = next(row for row in result["schemes"] if row["kind"] == "agilenn")

@@ -3,10 +3,9 @@
 import math
 
 import pytest
-
-from simulation.model import Layer, Workload, compute_ms, energy_mj, latency, memory, packets, transfer_ms
 from sim_helpers import device, link
 
+from simulation.model import Layer, Workload, compute_ms, energy_mj, latency, memory, packets, transfer_ms
 
 LAYERS = (Layer("conv1", "conv", macs=9_000, inner=9, weight_bytes=300, in_bytes=100, out_bytes=400),
           Layer("pw", "conv", macs=20_000, inner=32, weight_bytes=700, in_bytes=400, out_bytes=200))

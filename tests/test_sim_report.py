@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from agilenn.measured import load_measured
 from simulation import compare
 from simulation.cli import main as simulate_main
 from simulation.profiles import load_device, load_link
@@ -14,16 +15,16 @@ def measured_file(trained_tiny_bundle, tmp_path_factory):
     tiny_bundle = trained_tiny_bundle  # fine-tuned from and measured through its torch weights
     import torch
 
-    from partitioner.baselines import BaselineConfig, train_and_export
     from agilenn.measured import write_measured
+    from partitioner.baselines import BaselineConfig, train_and_export
     from partitioner.simdata import build
     from partitioner.testing import synthetic_dataset
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("baselines")
     dataset = synthetic_dataset()
-    common = dict(dataset="synthetic", mean=0.2, std=0.3, augment={"max_shift_px": 1, "horizontal_flip": False},
-                  training={"epochs": 1, "batch_size": 32, "lr": 0.05})
+    common = {"dataset": "synthetic", "mean": 0.2, "std": 0.3, "augment": {"max_shift_px": 1, "horizontal_flip": False},
+                  "training": {"epochs": 1, "batch_size": 32, "lr": 0.05}}
     train_and_export(BaselineConfig(name="local-tiny", kind="local-only", network=[
         {"name": "separable-extractor", "args": {"out_channels": 6, "width": 8}},
         {"name": "mlp-head", "args": {"hidden": 16}}], **common), folder / "local-tiny", folder / "runs-a", dataset)
@@ -46,7 +47,7 @@ def measured_file(trained_tiny_bundle, tmp_path_factory):
 
 
 def test_measured_file_holds_every_scheme_and_cut(measured_file):
-    data = compare.load_measured(measured_file)
+    data = load_measured(measured_file)
     kinds = {s.name: s.kind for s in data.schemes}
     assert kinds == {"agilenn": "agilenn", "local-tiny": "local-only", "local-large": "local-only",
                      "full-offload": "full-offload", "deepcod": "deepcod"}
@@ -91,7 +92,7 @@ def test_report_writes_markdown_and_plots(measured_file, tmp_path, capsys):
 
 
 def test_recommend_names_the_fastest_scheme_over_the_floor(measured_file, capsys):
-    data = compare.load_measured(measured_file)
+    data = load_measured(measured_file)
     device, link, cloud = load_device("esp32-s3"), load_link("ble-270kbps"), load_device("host")
     result = compare.recommend(data, device, link, cloud, min_accuracy=0.0)
     eligible = [c for c in result["candidates"] if c["eligible"]]
@@ -110,9 +111,8 @@ def test_missing_measured_file_says_how_to_make_it(tmp_path, capsys):
 
 def test_deepcod_and_full_offload_bundles_are_served_by_the_runtime(measured_file, trained_tiny_bundle, tmp_path):
     tiny_bundle = trained_tiny_bundle
-    from cloud_worker.testing import ServerThread
-
     from agilenn.bundle import Bundle
+    from cloud_worker.testing import ServerThread
     from device_agent import MIXED, DeviceAgent, DeviceConfig
     from partitioner.splits import export_cut, load_reference
     from partitioner.testing import synthetic_dataset

@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+from sim_helpers import device, link
 
 import simulation.calibrate
-import simulation.compare
+import simulation.cli
 from agilenn.measured import SCHEMA, MeasuredDataError, MeasuredSchemes, load_measured, write_measured
 from simulation import compare, workloads
 from simulation.cli import main as simulate_main
-from sim_helpers import device, link
 
 REPO = Path(__file__).resolve().parents[1]
 # 100,000 MACs at the toy device's dense rate (1e7 MAC/s): 10 ms each
@@ -63,7 +63,7 @@ def test_without_a_workload_the_fashion_mnist_file_is_read(monkeypatch):
 def loaded(monkeypatch):
     """The paths the CLI reads measured schemes from; each read gets the hand-made file."""
     paths = []
-    monkeypatch.setattr(simulation.compare, "load_measured", lambda path: paths.append(str(path)) or measured())
+    monkeypatch.setattr(simulation.cli, "load_measured", lambda path: paths.append(str(path)) or measured())
     return paths
 
 

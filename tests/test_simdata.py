@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from partitioner.simdata import main as simdata_main  # noqa: E402
+from partitioner.simdata import main as simdata_main
 
 
 def test_export_cut_needs_export_splits(tmp_path, capsys):
