@@ -27,9 +27,12 @@ log = logging.getLogger("agilenn.device")
 
 
 class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record; a record logged with `extra={"fields": {...}}` carries those fields
+    too, so that what watches the device reads them rather than its message text."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                 "msg": record.getMessage()}
+                 "msg": record.getMessage(), **getattr(record, "fields", {})}
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

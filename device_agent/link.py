@@ -307,7 +307,8 @@ class Link:
             self.connects += 1
             was_up = True
             self._logged_reason = None
-            log.info("streaming to worker %s at %s", info.worker_id, self.address)
+            log.info("streaming to worker %s at %s", info.worker_id, self.address,
+                     extra={"fields": {"event": "linked", "worker_id": info.worker_id, "endpoint": self.address}})
             for response in responses:
                 self._deliver(response)
             self.reason = "stream_closed: the worker ended the stream"

@@ -2,6 +2,7 @@
 lines its processes write become events, events survive their JSON lines, and the report reads them."""
 
 import json
+import logging
 
 from simulation.cluster.events import (
     DeviceAnswered,
@@ -20,12 +21,17 @@ HEAD, SECOND = "10.77.0.1", "10.77.0.2"
 
 
 def test_the_lines_the_cluster_follows_become_events():
-    record = {"ts": 12.5, "level": "info", "logger": "device_agent.link",
-              "msg": f"streaming to worker worker-1 at {SECOND}:50052"}
-    assert device_log_event("device-0", json.dumps(record)) == DeviceLinked(12.5, "device-0", "worker-1",
-                                                                             f"{SECOND}:50052")
-    assert device_log_event("device-0", json.dumps({**record, "msg": "link {}"})) is None
+    from device_agent.cli import JsonLogFormatter
+
+    linked = logging.LogRecord("device_agent.link", logging.INFO, __file__, 1, "streaming to worker %s at %s",
+                               ("worker-1", f"{SECOND}:50052"), None)
+    linked.fields = {"event": "linked", "worker_id": "worker-1", "endpoint": f"{SECOND}:50052"}
+    line = JsonLogFormatter().format(linked)  # as the device daemon writes it
+    assert device_log_event("device-0", line) == DeviceLinked(round(linked.created, 3), "device-0", "worker-1",
+                                                              f"{SECOND}:50052")
+    assert device_log_event("device-0", json.dumps({**json.loads(line), "event": "other"})) is None
     assert device_log_event("device-0", "not a record") is None
+    assert device_log_event("device-0", "[1, 2]") is None
 
     serving = (f"(WorkerActor pid=4242) 2026-01-01 00:00:00,000 INFO cloud_worker.service: worker worker-1 "
                f"serving 0f1e2d at {HEAD}:50052 (pid 4242)")

@@ -1,8 +1,8 @@
 """The cluster's processes' output lines as events, read once as each line arrives.
 
-The device daemon logs JSON records and the service logs text; neither carries the worker and the
-endpoint as fields of their own, so the two messages the cluster follows are matched here, in one
-place, and everything downstream reads typed events.
+The device daemon logs JSON records, and the one the cluster follows (a stream to a worker opened)
+carries its worker and endpoint as fields. The service logs text, from Ray's worker processes too, so
+its two messages are matched here, in one place; everything downstream reads typed events.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from simulation.cluster.events import (
     WorkersRestarted,
 )
 
-# device_agent.link: "streaming to worker %s at %s"
-_DEVICE_LINKED = re.compile(r"streaming to worker (\S+) at (\S+)")
 # cloud_worker.service, from each worker actor (Ray forwards it to the driver's standard error):
 # "worker %s serving %s at %s (pid %d)"
 _WORKER_SERVING = re.compile(r"worker (\S+) serving \S+ at (\S+) \(pid (\d+)\)")
@@ -30,11 +28,11 @@ def device_log_event(device: str, line: str) -> Event | None:
     """A device's structured log record (one JSON line), at the time the record carries."""
     try:
         record = json.loads(line)
-        at, message = float(record["ts"]), str(record["msg"])
-    except (ValueError, KeyError, TypeError):
+        if record.get("event") != "linked":
+            return None
+        return DeviceLinked(float(record["ts"]), device, str(record["worker_id"]), str(record["endpoint"]))
+    except (ValueError, KeyError, TypeError, AttributeError):  # not a record, or not one of ours
         return None
-    found = _DEVICE_LINKED.match(message)
-    return DeviceLinked(at, device, found.group(1), found.group(2)) if found else None
 
 
 def service_log_event(at: float, line: str) -> Event | None:
