@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agilenn.bundle_metrics import RecordedMetrics
 from agilenn.codec import Codec, codec_from_manifest
@@ -97,6 +97,11 @@ class Manifest(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: RecordedMetrics | None = Field(None, description="measured at export; None until then")
 
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _no_metrics_yet(cls, value: Any) -> Any:
+        return None if value == {} else value  # a manifest written before its export measured it
+
 
 def _hashed_part(manifest: Manifest) -> dict[str, Any]:
     data = manifest.model_dump(mode="json")
@@ -114,10 +119,19 @@ def compute_bundle_hash(folder: Path, manifest: Manifest) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def manifest_json(manifest: Manifest) -> str:
+    """The manifest file's text. Its metrics hold the figures that were measured, no more: a figure
+    that does not apply (the int8 ones without an int8 front) is left out, not written as null."""
+    data = manifest.model_dump(mode="json")
+    if manifest.metrics is not None:
+        data["metrics"] = manifest.metrics.model_dump(mode="json", exclude_unset=True)
+    return json.dumps(data, indent=1) + "\n"
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     """Stamp the manifest with its bundle hash and write it; returns the stamped manifest."""
     stamped = manifest.model_copy(update={"bundle_hash": compute_bundle_hash(folder, manifest)})
-    (folder / MANIFEST_NAME).write_text(json.dumps(stamped.model_dump(mode="json"), indent=1) + "\n")
+    (folder / MANIFEST_NAME).write_text(manifest_json(stamped))
     return stamped
 
 
@@ -131,7 +145,7 @@ def serving_files(folder: str | Path) -> dict[str, bytes]:
     files = {role: name for role, name in manifest.files.items() if role not in UNHASHED_ROLES}
     served = manifest.model_copy(update={"files": files})
     contents = {name: (folder / name).read_bytes() for name in files.values()}
-    contents[MANIFEST_NAME] = (json.dumps(served.model_dump(mode="json"), indent=1) + "\n").encode()
+    contents[MANIFEST_NAME] = manifest_json(served).encode()
     return contents
 
 

@@ -3,7 +3,8 @@
 `BundleMetrics` is what an evaluation on a test split yields (ONNX Runtime and the real codec, no
 torch); the export adds the torch-measured skewness. `RecordedMetrics` is what the manifest keeps:
 the same figures plus the export's verification reports. The field names are the JSON keys of
-`agilenn evaluate --json` and of `manifest.json`, unchanged since those were plain dicts.
+`agilenn evaluate --json` and of `manifest.json`, unchanged since those were plain dicts; a figure
+that does not apply to a bundle (the int8 ones without an int8 front) is unset and left out of both.
 """
 
 from __future__ import annotations
@@ -50,11 +51,16 @@ class BundleMetrics(BaseModel):
 
     def with_figures(self, figures: dict[str, Any]) -> BundleMetrics:
         """These metrics with `figures` (e.g. the skewness) filled in, validated."""
-        return type(self).model_validate({**self.model_dump(), **figures})
+        return type(self).model_validate({**self.model_dump(exclude_unset=True), **figures})
 
 
 class RecordedMetrics(BundleMetrics):
-    """What `manifest.json` records: the evaluation plus the export's checks of ONNX against torch."""
+    """What `manifest.json` records: the evaluation plus the export's checks of ONNX against torch.
+
+    Figures it does not know (another version's, a skewness at other IG steps) are kept, not refused:
+    they are information, outside the bundle hash, and must not stop a device from loading a bundle."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     verification: dict[str, Any] | None = Field(
         None, description="ONNX against torch on the first test samples; None where the export checks nothing")

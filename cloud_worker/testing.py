@@ -52,9 +52,11 @@ class ServerThread:
         if self._stopped:
             return
         self._stopped = True
-        self.call(self.server.stop(grace_s))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        try:
+            self.call(self.server.stop(grace_s))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
 
     def __enter__(self) -> Self:
         return self

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle = Bundle(args.bundle)
     dataset_name, split = evaluation_split(bundle, args.dataset, args.limit)
-    report: dict[str, Any] = {"bundle": str(bundle.folder), **evaluate_bundle(bundle, split).model_dump()}
+    report: dict[str, Any] = {"bundle": str(bundle.folder), **evaluate_bundle(bundle, split).model_dump(exclude_unset=True)}
     if args.precision == "integer":
         from firmware.evaluation import evaluate_integer
 

@@ -172,6 +172,7 @@ class BundleWriter:
         metrics = evaluate_bundle(Bundle(self.folder), test)
         if measure is not None:
             metrics = metrics.with_figures(measure(self.folder))
-        recorded = RecordedMetrics(**metrics.model_dump(), verification=verification,
-                                   int8_verification=int8_verification)
+        reports = {name: report for name, report in (("verification", verification),
+                                                     ("int8_verification", int8_verification)) if report is not None}
+        recorded = RecordedMetrics(**metrics.model_dump(exclude_unset=True), **reports)
         return write_manifest(self.folder, manifest.model_copy(update={"metrics": recorded}))

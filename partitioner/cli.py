@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     result = Trainer(config, run_dir, progress=not args.quiet).run()
     bundle = export_bundle(result.model, result.reference_extractor, config, result.dataset, out, overwrite=True)
-    metrics = bundle.recorded_metrics.model_dump(exclude={"verification"})
+    metrics = bundle.recorded_metrics.model_dump(exclude={"verification"}, exclude_unset=True)
     print(json.dumps({"bundle": str(out), "bundle_hash": bundle.bundle_hash,
                       "seconds_this_run": round(time.time() - started, 1), **metrics}))
     return 0

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import select
 import socket
@@ -36,6 +37,8 @@ from agilenn.measured import MeasuredSchemes
 from simulation import netns
 from simulation.calibrate import IDLE_GAP_S
 from simulation.netns import VETH_MTU
+
+log = logging.getLogger(__name__)
 
 NS_CLOUD, NS_DEVICE = "agsim-cloud", "agsim-dev"
 VETH_CLOUD, VETH_DEVICE = "agsim-c", "agsim-d"
@@ -58,10 +61,13 @@ def check_available() -> None:
 @contextlib.contextmanager
 def namespaces(uplink_bps: float, downlink_bps: float):
     """The cloud and the device namespace on one veth pair, each direction shaped at its rate."""
-    teardown()
+    try:
+        teardown()
+    except netns.NetworkCommandFailed as exc:  # what an earlier run left cannot be cleared
+        raise EmulationUnavailable(str(exc)) from None
     try:
         try:
-            netns.add_namespace(NS_CLOUD)
+            netns.add_namespace(NS_CLOUD, first=True)
             netns.add_namespace(NS_DEVICE)
             netns.add_veth(NS_CLOUD, VETH_CLOUD, NS_DEVICE, VETH_DEVICE)
             for ns, dev, addr in ((NS_CLOUD, VETH_CLOUD, ADDR_CLOUD), (NS_DEVICE, VETH_DEVICE, ADDR_DEVICE)):
@@ -73,7 +79,10 @@ def namespaces(uplink_bps: float, downlink_bps: float):
             raise EmulationUnavailable(str(exc)) from None
         yield
     finally:
-        teardown()
+        try:
+            teardown()
+        except netns.NetworkCommandFailed as exc:  # never hide what went wrong inside
+            log.warning("emulation namespaces not removed: %s", exc)
 
 
 def teardown() -> None:

@@ -47,11 +47,15 @@ def in_namespace(ns: str, *command: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *command]
 
 
-def add_namespace(ns: str) -> None:
+def add_namespace(ns: str, first: bool = False) -> None:
+    """A new namespace. The `first` one a set-up creates answers whether namespaces can be made here at
+    all (NamespacesUnavailable); a later failure is a real error (NetworkCommandFailed)."""
     try:
         run("ip", "netns", "add", ns)
     except NetworkCommandFailed as exc:
-        raise NamespacesUnavailable(f"cannot create network namespaces here: {exc}") from None
+        if first:
+            raise NamespacesUnavailable(f"cannot create network namespaces here: {exc}") from None
+        raise
 
 
 def add_veth(ns: str, name: str, peer_ns: str, peer_name: str) -> None:
@@ -84,7 +88,7 @@ def join_bridge(ns: str, port: str, bridge: str) -> None:
 def bridge_hosts(switch_ns: str, hosts: Iterable[tuple[str, str]], dev: str = "eth0", bridge: str = "br0") -> None:
     """A bridge in `switch_ns` and, per (namespace, address) in `hosts`, that namespace with a veth
     `dev` into the bridge; the addresses share one /24."""
-    add_namespace(switch_ns)
+    add_namespace(switch_ns, first=True)
     add_bridge(switch_ns, bridge)
     for index, (ns, address) in enumerate(hosts):
         port = f"port{index}"

@@ -15,6 +15,7 @@ from simulation.cluster.errors import ClusterError
 from simulation.cluster.events import (
     DeviceAnswered,
     DeviceLinked,
+    DeviceStarted,
     Event,
     NodeFailed,
     ServiceStarted,
@@ -86,7 +87,9 @@ def failover_report(events: Sequence[Event], device: str, inputs_after: int = 50
     service = [event for event in select(events, ServiceStarted) if event.at <= killed.at][-1]
     placed = placement(service.endpoints)
     victims = sorted(worker for worker, endpoint in placed.items() if worker_ip(endpoint) == killed.address)
-    answers = select(events, DeviceAnswered, device=device)
+    # an events file may hold several runs, each with a device of this name: this run's began at its start
+    started = [event.at for event in select(events, DeviceStarted, device=device) if event.at <= killed.at]
+    answers = select(events, DeviceAnswered, since=started[-1] if started else None, device=device)
     after = [answer for answer in answers if answer.at >= killed.at]
     fallbacks = [answer for answer in after if answer.source == "local_fallback"]
     back_at = next((answer.at for answer in after if answer.source == "mixed" and answer.worker_id in victims), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import queue
 import subprocess
 import threading
@@ -16,6 +17,8 @@ from typing import Any
 
 from simulation.cluster.errors import ClusterError
 from simulation.cluster.events import DeviceAnswered, EventLog
+
+log = logging.getLogger(__name__)
 
 
 class Pump:
@@ -39,7 +42,10 @@ class Pump:
                     self.lines.append((arrived_at, line))
                     log.write(line + "\n")
                     if self._observe is not None:
-                        self._observe(arrived_at, line)
+                        try:
+                            self._observe(arrived_at, line)
+                        except Exception:  # the pipe must keep draining, or the child blocks
+                            log.exception("observing a line failed; reading on")
                     self.queue.put(line)
         except (OSError, ValueError):
             pass
