@@ -36,11 +36,11 @@ REFERENCE_MODEL = "reference.onnx"
 UNHASHED_ROLES = ("checkpoint",)
 
 
-
 def mix_logits(local_logits, remote_logits, alpha_local):
     """AgileNN's one mixing rule: alpha * local + (1 - alpha) * remote, for numpy arrays and torch
     tensors alike (training, export, the device and offline evaluation all mix through it)."""
     return alpha_local * local_logits + (1.0 - alpha_local) * remote_logits
+
 
 class BundleError(ValueError):
     """A bundle that is missing, malformed or does not match its own hash."""

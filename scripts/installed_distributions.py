@@ -2,16 +2,13 @@
 the venv's own bootstrap tools (pip, setuptools, wheel) left out. `make test-device` compares a fresh
 device install against deploy/device-packages.txt with it."""
 
-import re
 from importlib import metadata
+
+from packaging.utils import canonicalize_name  # installed with the device extra (onnxruntime needs it)
 
 BOOTSTRAP = {"pip", "setuptools", "wheel"}
 
 
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 if __name__ == "__main__":
-    names = {normalized(dist.metadata["Name"]) for dist in metadata.distributions()} - BOOTSTRAP
+    names = {canonicalize_name(dist.metadata["Name"]) for dist in metadata.distributions()} - BOOTSTRAP
     print("\n".join(sorted(names)))

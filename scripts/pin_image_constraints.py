@@ -16,13 +16,13 @@ deploy/device-packages.txt.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS = ("device", "cloud")
@@ -35,7 +35,7 @@ def closure(roots: list[Requirement]) -> dict[str, str]:
     todo = list(roots)
     while todo:
         requirement = todo.pop()
-        name = canonical(requirement.name)
+        name = canonicalize_name(requirement.name)
         if name in pinned or name == "agilenn":
             continue
         dist = metadata.distribution(requirement.name)
@@ -46,10 +46,6 @@ def closure(roots: list[Requirement]) -> dict[str, str]:
             if child.marker is None or any(child.marker.evaluate({"extra": extra}) for extra in extras):
                 todo.append(child)
     return pinned
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def project_requirements(extras: tuple[str, ...]) -> list[Requirement]:
