@@ -5,6 +5,9 @@ A payload is the encoding of one sample's indices, shaped (C, H, W) with values 
 
 - ``range-v1``: constriction's range coder with one categorical table per channel, fitted
   on the training set and stored in the bundle manifest (the default);
+- ``range-v2``: the same coder with one table per channel and position, for features whose
+  statistics depend on where they lie (the border of a centred object is nearly always at the
+  lowest level, its middle seldom);
 - ``bitpack-v1``: fixed-width bit-packing, the floor a coder must beat;
 - ``zlib-v1``: bit-packing followed by zlib, the generic lossless baseline.
 
@@ -113,13 +116,15 @@ class ZlibCodec(BitPackCodec):
 
 
 class RangeCodec:
-    """constriction's range coder with a fitted categorical table per channel.
+    """constriction's range coder with fitted categorical tables: one per channel (``range-v1``,
+    tables shaped (C, levels)) or one per channel and position (``range-v2``, (C, H, W, levels)).
 
     The tables are float64 and travel in the manifest exactly (JSON keeps float64), because
     encoder and decoder must quantize the very same numbers to agree on every bit.
     """
 
-    codec_id = "range-v1"
+    PER_CHANNEL = "range-v1"
+    PER_POSITION = "range-v2"
 
     def __init__(self, shape: tuple[int, ...], tables: np.ndarray) -> None:
         import constriction  # imported here so that a bit-packing user needs no coder
@@ -128,29 +133,35 @@ class RangeCodec:
         self.shape = tuple(int(d) for d in shape)
         self.tables = np.asarray(tables, dtype=np.float64)
         channels, height, width = self.shape
-        if self.tables.ndim != 2 or self.tables.shape[0] != channels:
-            raise ValueError(f"tables shaped {self.tables.shape}, expected ({channels}, levels)")
-        if np.any(self.tables <= 0) or not np.allclose(self.tables.sum(axis=1), 1.0):
+        if self.tables.ndim == 2 and self.tables.shape[0] == channels:
+            self.codec_id, self.symbols_per_table = self.PER_CHANNEL, height * width
+        elif self.tables.ndim == 4 and self.tables.shape[:3] == self.shape:
+            self.codec_id, self.symbols_per_table = self.PER_POSITION, 1
+        else:
+            raise ValueError(f"tables shaped {self.tables.shape}, expected ({channels}, levels) for "
+                             f"{self.PER_CHANNEL} or ({channels}, {height}, {width}, levels) for {self.PER_POSITION}")
+        self.levels = int(self.tables.shape[-1])
+        # One row per table, in the coding order (channel-major, then row, then column)
+        self.flat_tables = self.tables.reshape(-1, self.levels)
+        if np.any(self.flat_tables <= 0) or not np.allclose(self.flat_tables.sum(axis=1), 1.0):
             raise ValueError("every table must be strictly positive and sum to 1")
-        self.levels = int(self.tables.shape[1])
-        # One row per symbol in C-major order, so encode and decode are single vectorised calls.
-        self._per_symbol = np.ascontiguousarray(np.repeat(self.tables, height * width, axis=0))
+        # One row per symbol, so encode and decode are single vectorised calls.
+        self._per_symbol = np.ascontiguousarray(np.repeat(self.flat_tables, self.symbols_per_table, axis=0))
         self._family = constriction.stream.model.Categorical(perfect=False)
 
     @classmethod
-    def fit(cls, indices: np.ndarray, levels: int, floor: float = PROBABILITY_FLOOR) -> RangeCodec:
-        """Fit per-channel tables on indices shaped (N, C, H, W)."""
+    def fit(cls, indices: np.ndarray, levels: int, floor: float = PROBABILITY_FLOOR,
+            per_position: bool = False) -> RangeCodec:
+        """Fit tables on indices shaped (N, C, H, W): per channel, or per channel and position."""
         indices = np.asarray(indices)
         if indices.ndim != 4:
             raise ValueError(f"fit needs indices shaped (N, C, H, W), got {indices.shape}")
-        channels = indices.shape[1]
-        counts = np.stack([
-            np.bincount(indices[:, c].reshape(-1).astype(np.int64), minlength=levels)[:levels]
-            for c in range(channels)
-        ]).astype(np.float64)
-        tables = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        counts = np.stack([(indices == level).sum(axis=0) for level in range(levels)], axis=-1)  # (C, H, W, L)
+        if not per_position:
+            counts = counts.sum(axis=(1, 2))
+        tables = counts.astype(np.float64) / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
         tables = np.maximum(tables, floor)
-        tables /= tables.sum(axis=1, keepdims=True)
+        tables /= tables.sum(axis=-1, keepdims=True)
         return cls(tuple(indices.shape[1:]), tables)
 
     def encode(self, indices: np.ndarray) -> bytes:
@@ -172,6 +183,12 @@ class RangeCodec:
             raise PayloadError(f"{self.codec_id} payload does not decode: {exc}") from None
         return _check_indices(symbols.astype(np.uint8).reshape(self.shape), self.shape, self.levels)
 
+    def draw(self, rng: np.random.Generator, samples: int) -> np.ndarray:
+        """Indices shaped (samples, C, H, W), each symbol drawn from its own table: payloads like real ones."""
+        cumulative = self._per_symbol.cumsum(axis=1)[:, :-1]
+        flat = (rng.random((samples, len(cumulative), 1)) > cumulative).sum(axis=-1)
+        return flat.reshape(samples, *self.shape).astype(np.uint8)
+
     def expected_bits(self, indices: np.ndarray) -> float:
         """Information content of one sample under the tables (the coder's target size)."""
         flat = np.asarray(indices).reshape(-1).astype(np.int64)
@@ -182,15 +199,19 @@ class RangeCodec:
                 "tables": self.tables.tolist()}
 
 
-CODEC_IDS = (RangeCodec.codec_id, BitPackCodec.codec_id, ZlibCodec.codec_id)
+CODEC_IDS = (RangeCodec.PER_CHANNEL, RangeCodec.PER_POSITION, BitPackCodec.codec_id, ZlibCodec.codec_id)
 
 
 def codec_from_manifest(entry: dict[str, Any]) -> Codec:
     """Build the codec a manifest's `codec` entry describes."""
     codec_id = entry.get("id")
     shape = tuple(entry["shape"])
-    if codec_id == RangeCodec.codec_id:
-        return RangeCodec(shape, np.asarray(entry["tables"], dtype=np.float64))
+    if codec_id in (RangeCodec.PER_CHANNEL, RangeCodec.PER_POSITION):
+        codec = RangeCodec(shape, np.asarray(entry["tables"], dtype=np.float64))
+        if codec.codec_id != codec_id:
+            raise PayloadError(f"codec {codec_id!r} with tables shaped {codec.tables.shape}, which are "
+                               f"{codec.codec_id}'s")
+        return codec
     if codec_id == BitPackCodec.codec_id:
         return BitPackCodec(shape, entry["levels"])
     if codec_id == ZlibCodec.codec_id:

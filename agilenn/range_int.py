@@ -1,4 +1,4 @@
-"""Integer-only range coder, bit-exact with the ``range-v1`` payloads of `RangeCodec`.
+"""Integer-only range coder, bit-exact with the ``range-v1`` and ``range-v2`` payloads of `RangeCodec`.
 
 `RangeCodec` uses constriction 0.5.0 (``stream.queue.RangeEncoder`` with the
 ``Categorical(perfect=False)`` model family). This module reproduces its output with
@@ -96,16 +96,16 @@ def quantize_table(probabilities: np.ndarray) -> np.ndarray:
 
 
 def quantize_tables(tables: np.ndarray) -> np.ndarray:
-    """`quantize_table` applied to every row of a (channels, levels) array."""
+    """`quantize_table` applied to every row of a (tables, levels) array."""
     tables = np.asarray(tables, dtype=np.float64)
     return np.stack([quantize_table(row) for row in tables])
 
 
 def _cumulatives(tables_q: np.ndarray) -> list[list[int]]:
-    """Per-channel cumulative tables (length levels + 1, last entry 2**24)."""
+    """Cumulative tables (length levels + 1, last entry 2**24), one per table."""
     tables_q = np.asarray(tables_q)
     if tables_q.ndim != 2:
-        raise ValueError(f"tables_q must be (channels, levels), got shape {tables_q.shape}")
+        raise ValueError(f"tables_q must be (tables, levels), got shape {tables_q.shape}")
     cums = []
     for row in tables_q:
         cum = [0]
@@ -117,18 +117,20 @@ def _cumulatives(tables_q: np.ndarray) -> list[list[int]]:
     return cums
 
 
-def _channel_of(symbols_count: int, channels: int, symbols_per_channel: int) -> Iterator[int]:
-    if symbols_count != channels * symbols_per_channel:
+def _table_of(symbols_count: int, tables: int, symbols_per_table: int) -> Iterator[int]:
+    """The table of each symbol in coding order: `symbols_per_table` consecutive symbols share one (a
+    channel's H*W in range-v1, a single symbol in range-v2)."""
+    if symbols_count != tables * symbols_per_table:
         raise ValueError(
-            f"{symbols_count} symbols, expected {channels} channels x {symbols_per_channel}"
+            f"{symbols_count} symbols, expected {tables} tables x {symbols_per_table}"
         )
-    for c in range(channels):
-        for _ in range(symbols_per_channel):
-            yield c
+    for t in range(tables):
+        for _ in range(symbols_per_table):
+            yield t
 
 
-def encode(symbols: Sequence[int], tables_q: np.ndarray, symbols_per_channel: int) -> bytes:
-    """Range-code `symbols` (channel-major) with one quantized table per channel."""
+def encode(symbols: Sequence[int], tables_q: np.ndarray, symbols_per_table: int) -> bytes:
+    """Range-code `symbols` (channel-major), each run of `symbols_per_table` with the next quantized table."""
     cums = _cumulatives(tables_q)
     levels = len(cums[0]) - 1
     flat = [int(s) for s in np.asarray(symbols).reshape(-1)]
@@ -148,7 +150,7 @@ def encode(symbols: Sequence[int], tables_q: np.ndarray, symbols_per_channel: in
             words.append(first_inverted)
             words.extend([WORD_MASK] * (inverted - 1))
 
-    for symbol, c in zip(flat, _channel_of(len(flat), len(cums), symbols_per_channel)):
+    for symbol, c in zip(flat, _table_of(len(flat), len(cums), symbols_per_table)):
         if not 0 <= symbol < levels:
             raise ValueError(f"symbol {symbol} outside [0, {levels})")
         cum = cums[c]
@@ -185,7 +187,7 @@ def encode(symbols: Sequence[int], tables_q: np.ndarray, symbols_per_channel: in
     return np.asarray(words, dtype="<u4").tobytes()
 
 
-def decode(payload: bytes, tables_q: np.ndarray, symbols_per_channel: int) -> np.ndarray:
+def decode(payload: bytes, tables_q: np.ndarray, symbols_per_table: int) -> np.ndarray:
     """Inverse of `encode`: the channel-major symbols as an int64 array.
 
     Needs one u64-by-u64 division per symbol, to turn the point into a quantile.
@@ -205,7 +207,7 @@ def decode(payload: bytes, tables_q: np.ndarray, symbols_per_channel: int) -> np
     lower = 0
     rng = STATE_MASK
     out = []
-    for c in _channel_of(len(cums) * symbols_per_channel, len(cums), symbols_per_channel):
+    for c in _table_of(len(cums) * symbols_per_table, len(cums), symbols_per_table):
         cum = cums[c]
         step = rng >> PRECISION
         quantile = ((point - lower) & STATE_MASK) // step

@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 16384  # the largest body a receiver takes by default (a clutte
 
 class FrameType(IntEnum):
     INPUT = 1  # host feeder -> MCU: u32 index, raw image
-    PAYLOAD = 2  # MCU -> gateway: u32 request id, 32-byte bundle digest, the range-v1 payload
+    PAYLOAD = 2  # MCU -> gateway: u32 request id, 32-byte bundle digest, the payload in the bundle's codec
     LOGITS = 3  # gateway -> MCU: u32 request id, u8 status, then logits (status 0) or a message
     RESULT = 4  # MCU -> host: the answer (see `Result`)
 

@@ -110,8 +110,8 @@ def run_torch(module: nn.Module, inputs: np.ndarray, batch_size: int = 1000) -> 
 def fit_codec(codec_id: str, train_indices: np.ndarray, levels: int) -> dict:
     """The manifest entry of a codec for indices shaped (N, C, H, W)."""
     shape = tuple(train_indices.shape[1:])
-    if codec_id == RangeCodec.codec_id:
-        return RangeCodec.fit(train_indices, levels).to_manifest()
+    if codec_id in (RangeCodec.PER_CHANNEL, RangeCodec.PER_POSITION):
+        return RangeCodec.fit(train_indices, levels, per_position=codec_id == RangeCodec.PER_POSITION).to_manifest()
     if codec_id == ZlibCodec.codec_id:
         return ZlibCodec(shape, levels).to_manifest()
     return BitPackCodec(shape, levels).to_manifest()

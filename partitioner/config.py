@@ -90,7 +90,8 @@ class Quantizer(_Strict):
 
 
 class Export(_Strict):
-    codec: Literal["range-v1", "bitpack-v1", "zlib-v1"] = "range-v1"
+    codec: Literal["range-v1", "range-v2", "bitpack-v1", "zlib-v1"] = Field("range-v1", description=(
+        "the payload codec: range-v1 fits one table per channel, range-v2 one per channel and position"))
     verify_samples: int = Field(2000, ge=1)
     logits_atol: float = Field(1e-3, gt=0, description="largest |ONNX Runtime - PyTorch| logit difference allowed")
     index_mismatch_share: float = Field(1e-3, ge=0, description="share of remote indices allowed to differ (float ties)")

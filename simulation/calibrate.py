@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from agilenn.codec import RangeCodec
 from agilenn.measured import LayerRow, MeasuredSchemes
 
 DENSE_INNER_MIN = 16
@@ -167,11 +168,10 @@ def _encode_cost(measured: MeasuredSchemes, samples: int = 200) -> float | None:
     bundle = Bundle(folder, verify=False)
     rng = np.random.default_rng(0)
     shape = bundle.remote_shape
-    probs = bundle.codec.tables if hasattr(bundle.codec, "tables") else None
-    indices = rng.integers(0, bundle.codec.levels, (samples, *shape)).astype(np.uint8)
-    if probs is not None:  # draw from the fitted tables, as real payloads are
-        for c in range(shape[0]):
-            indices[:, c] = rng.choice(bundle.codec.levels, size=(samples, *shape[1:]), p=probs[c])
+    if isinstance(bundle.codec, RangeCodec):  # drawn from the fitted tables, as real payloads are
+        indices = bundle.codec.draw(rng, samples)
+    else:
+        indices = rng.integers(0, bundle.codec.levels, (samples, *shape)).astype(np.uint8)
     start = time.perf_counter()
     for sample in indices:
         bundle.codec.encode(sample)

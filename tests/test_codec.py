@@ -9,16 +9,21 @@ from agilenn.codec import BitPackCodec, PayloadError, RangeCodec, ZlibCodec, cod
 SHAPE = (3, 2, 4)
 TABLES = np.array([[0.7, 0.2, 0.05, 0.05], [0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]])
 SAMPLE = np.arange(24, dtype=np.uint8).reshape(SHAPE) % 4
+# range-v2: each channel's table, sharpened towards the sample's own symbol at every second position
+POSITION_TABLES = np.broadcast_to(TABLES[:, None, None, :], (*SHAPE, 4)).copy()
+POSITION_TABLES[:, :, ::2] = 0.01
+np.put_along_axis(POSITION_TABLES[:, :, ::2], SAMPLE[:, :, ::2, None].astype(np.int64), 0.97, axis=-1)
 
 # Wire-format pins: a change in the coder, its tables or the byte order breaks these on purpose.
 GOLDEN = {
     "range-v1": "2b42749fc73c90a9",
+    "range-v2": "a40fabde",
     "bitpack-v1": "1b1b1b1b1b1b",
 }
 
 
 def codecs():
-    return [RangeCodec(SHAPE, TABLES), BitPackCodec(SHAPE, 4), ZlibCodec(SHAPE, 4)]
+    return [RangeCodec(SHAPE, TABLES), RangeCodec(SHAPE, POSITION_TABLES), BitPackCodec(SHAPE, 4), ZlibCodec(SHAPE, 4)]
 
 
 @pytest.mark.parametrize("codec", codecs(), ids=lambda c: c.codec_id)
@@ -47,6 +52,31 @@ def test_fitted_tables_make_skewed_indices_cheaper_than_bit_packing():
     sizes = [len(codec.encode(i)) for i in indices[:100]]
     assert np.median(sizes) < BitPackCodec(SHAPE, 4).payload_bytes
     assert np.all(codec.tables > 0)  # a symbol never seen still encodes
+
+
+def test_tables_per_position_make_position_dependent_indices_cheaper():
+    # a centred object: the border is nearly always level 0, the middle seldom
+    rng = np.random.default_rng(0)
+    border = np.ones((6, 6), dtype=bool)
+    border[1:-1, 1:-1] = False
+    p = np.where(border[..., None], [0.97, 0.02, 0.01], [0.2, 0.4, 0.4])
+    indices = (rng.random((600, 2, 6, 6, 1)) > p.cumsum(-1)[..., :-1]).sum(-1).astype(np.uint8)
+    per_channel = RangeCodec.fit(indices[:500], levels=3)
+    per_position = RangeCodec.fit(indices[:500], levels=3, per_position=True)
+    assert (per_channel.codec_id, per_position.codec_id) == ("range-v1", "range-v2")
+    assert per_position.tables.shape == (2, 6, 6, 3)
+    bits = [sum(codec.expected_bits(i) for i in indices[500:]) for codec in (per_channel, per_position)]
+    assert bits[1] < 0.85 * bits[0]
+    for sample in indices[500:520]:
+        assert np.array_equal(per_position.decode(per_position.encode(sample)), sample)
+
+
+def test_a_manifest_whose_tables_do_not_match_its_codec_is_refused():
+    entry = RangeCodec(SHAPE, TABLES).to_manifest()
+    with pytest.raises(PayloadError, match="'range-v2' with tables shaped \\(3, 4\\)"):
+        codec_from_manifest({**entry, "id": "range-v2"})
+    with pytest.raises(ValueError, match=r"expected \(3, levels\) for range-v1 or \(3, 2, 4, levels\)"):
+        RangeCodec(SHAPE, np.full((2, 4), 0.25))
 
 
 def test_range_codec_encodes_a_symbol_it_never_saw_while_fitting():

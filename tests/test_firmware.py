@@ -102,13 +102,17 @@ def test_cortex_m7_build_is_bit_exact_under_qemu(name):
         assert report["macs_per_instruction"] >= 0.5
 
 
-@pytest.fixture(scope="module")
-def tiny_int8_bundle(tmp_path_factory):
+@pytest.fixture(scope="module", params=["range-v1", "range-v2"])
+def tiny_int8_bundle(request, tmp_path_factory):
+    """A tiny bundle with an int8 front, coded per channel (range-v1) or per channel and position (range-v2)."""
     pytest.importorskip("torch", reason="trains a bundle: needs the train extra")
     from partitioner.testing import make_tiny_bundle
 
-    return make_tiny_bundle(tmp_path_factory.mktemp("firmware-tiny") / "bundle",
-                            export={"verify_samples": 64, "int8": True, "int8_max_accuracy_drop": 0.05})
+    bundle = make_tiny_bundle(tmp_path_factory.mktemp("firmware-tiny") / "bundle",
+                              export={"verify_samples": 64, "int8": True, "int8_max_accuracy_drop": 0.05,
+                                      "codec": request.param})
+    assert bundle.codec.codec_id == request.param
+    return bundle
 
 
 @pytest.mark.parametrize("target", ["host", pytest.param("cortex-m7", marks=needs_arm)])

@@ -1,8 +1,8 @@
 /*
- * agilenn range encoder: the payload codec range-v1, integer only.
+ * agilenn range encoder: the payload codecs range-v1 and range-v2, integer only.
  *
- * It writes the very bytes of agilenn's range-v1 codec (constriction's queue range coder: 32-bit
- * words, 64-bit state, 24-bit probabilities), given each channel's cumulative table, which the
+ * It writes the very bytes of agilenn's range codecs (constriction's queue range coder: 32-bit
+ * words, 64-bit state, 24-bit probabilities), given the cumulative tables, which the
  * generator computes from the bundle's float tables exactly as the coder quantizes them
  * (agilenn/range_int.py documents the algorithm).
  */
@@ -42,22 +42,27 @@ void agilenn_range_flush_held(agilenn_range_encoder_t *e, int carry);
 
 /*
  * The payload of channels [start, start + count) of an HWC feature tensor: each uint8 feature becomes its
- * nearest-centroid index through `table`, coded in channel-major order (the order of range-v1) with its
- * channel's tables: `below` (cumulative probability below each symbol) and `probability`, `levels` entries
- * per channel, units of 2^-24. The coder's state stays in registers; words leave through the out-of-line
- * paths, which are rare (one word per 32 bits of payload).
+ * nearest-centroid index through `table`, coded in channel-major order (the order of both codecs) with
+ * its tables: `below` (cumulative probability below each symbol) and `probability`, `levels` entries a
+ * table, units of 2^-24; one table per channel (range-v1, `per_position` 0) or one per channel and pixel
+ * in coding order (range-v2, `per_position` 1). The coder's state stays in registers; words leave through
+ * the out-of-line paths, which are rare (one word per 32 bits of payload).
  */
 static inline void agilenn_quantize_encode(const uint8_t *features, int32_t channels, int32_t start, int32_t count,
                                            int32_t pixels, const uint8_t *table, const uint32_t *below,
-                                           const uint32_t *probability, int32_t levels, agilenn_range_encoder_t *e)
+                                           const uint32_t *probability, int32_t levels, int32_t per_position,
+                                           agilenn_range_encoder_t *e)
 {
     uint64_t lower = e->lower, range = e->range;
     uint32_t held = e->held;
+    /* the tables move on after every symbol (range-v2) or after every channel (range-v1) */
+    const int32_t symbol_step = per_position ? levels : 0;
+    const int32_t channel_step = per_position ? 0 : levels;
     int32_t c;
-    for (c = 0; c < count; c++, below += levels, probability += levels) {
+    for (c = 0; c < count; c++, below += channel_step, probability += channel_step) {
         const uint8_t *src = features + start + c;
         const uint8_t *end = src + pixels * channels;
-        for (; src != end; src += channels) {
+        for (; src != end; src += channels, below += symbol_step, probability += symbol_step) {
             uint32_t symbol = table[*src];
             uint32_t cumulative = below[symbol];
             uint64_t step = range >> AGILENN_RANGE_PRECISION;
