@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agilenn.config_files import ConfigFileError, read_yaml_mapping, validate_mapping
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,6 +70,16 @@ class Joint(Optimiser):
         "warm start that saves joint epochs when each costs many reference epochs"))
 
 
+class Heads(Optimiser):
+    """The last stage: the predictors and the mixing weight fitted to the features the bundle ships."""
+
+    local_loss_weight: float = Field(0.3, ge=0, description="extra CE on the local logits alone")
+    remote_loss_weight: float = Field(0.3, ge=0, description="extra CE on the remote logits alone")
+    distill_weight: float = Field(0.0, ge=0, description=(
+        "weight of a KL term pulling the mixed prediction towards the frozen unsplit reference's"))
+    distill_temperature: float = Field(4.0, gt=0, description="softmax temperature of that KL term")
+
+
 class Quantizer(_Strict):
     levels: int = Field(4, ge=2, le=256)
     softness: float = Field(1.0, gt=0, description="temperature of the soft assignment")
@@ -121,15 +133,21 @@ class PartitionConfig(_Strict):
     polish: Joint | None = Field(None, description=(
         "an optional second joint stage run after joint_training, with its own schedule and loss "
         "weights (e.g. a few low-rate epochs with a larger skewness weight)"))
+    heads: Heads | None = Field(None, description=(
+        "an optional last stage that trains only the local and remote predictors and the mixing weight, the "
+        "extractor and quantizer frozen: the joint stages move the features under the predictors until their "
+        "last step, this one fits the predictors to the features the bundle ships (no second-order "
+        "gradients, so an epoch costs a fraction of a joint one)"))
     export: Export = Export()
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1)
     threads: int = Field(2, ge=1)
     fine_tune_from: str | None = Field(None, description=(
-        "start from a trained split (a bundle folder, a run folder or a checkpoint file; relative to the "
+        "start from a trained split (a bundle folder, a run folder, a checkpoint file, or a config file: the "
+        "split it trains in runs/<its name>, trained first when not there; relative to the "
         "working directory, as runs/ is, not to the config file) instead of "
         "pre-training: its extractor and evaluator are kept, parameters whose shape this config changes "
-        "start fresh, and only joint_training (and polish) run"))
+        "start fresh, and only joint_training (and polish and heads) run"))
 
     @model_validator(mode="after")
     def _check_remote_init(self) -> PartitionConfig:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from agilenn.datasets import Dataset, load_dataset
 from partitioner.checkpoint import BUNDLE_CHECKPOINT, load_any_checkpoint, load_run_checkpoint
-from partitioner.config import Joint, Optimiser, PartitionConfig
+from partitioner.config import CONFIG_SUFFIXES, Heads, Joint, Optimiser, PartitionConfig, load_config
 from partitioner.data import augment, batches, to_tensors
 from partitioner.importance import (
     channel_importance,
@@ -91,11 +91,12 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.stage, self.epoch = "reference", 0
         self.polished = False
+        self.heads_trained = False
         self.opt_state: dict[str, Any] | None = None
         self._generator_before_joint: torch.Tensor | None = None  # to refit the levels of a changed joint stage
         self._load()
         if self.stage == "reference" and self.epoch == 0 and config.fine_tune_from is not None:
-            self._start_from(Path(config.fine_tune_from))
+            self._start_from(self._source_split(Path(config.fine_tune_from)))
 
     # ---- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -103,7 +104,8 @@ class Trainer:
         if not path.exists():
             return
         state = load_run_checkpoint(path)
-        polish_started = state["stage"] == "polish" or state.get("polished", False)
+        polish_started = state["stage"] in ("polish", "heads") or state.get("polished", False)
+        heads_started = state["stage"] == "heads" or state.get("heads_trained", False)
         # a from-scratch run's joint settings (quantizer, heads, losses) may change until joint training
         # takes its first step: the reference stage and the remap do not depend on them
         joint_started = self.config.fine_tune_from is not None or _joint_started(state)
@@ -114,8 +116,8 @@ class Trainer:
             raise ValueError(f"{path}: the config saved with this checkpoint no longer validates; use a new run "
                              f"folder or delete it ({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
                              ) from None
-        if (_training_part(saved, joint_started, polish_started)
-                != _training_part(self.config.model_dump(mode="json"), joint_started, polish_started)):
+        if (_training_part(saved, joint_started, polish_started, heads_started)
+                != _training_part(self.config.model_dump(mode="json"), joint_started, polish_started, heads_started)):
             raise ValueError(f"{path} was written by a different config; use a new run folder or delete it")
         if joint_started:
             self.model.load_state_dict(state["model"])
@@ -127,14 +129,31 @@ class Trainer:
             self.reference_extractor.load_state_dict(state["reference_extractor"])
         self.stage, self.epoch, self.opt_state = state["stage"], state["epoch"], state["optimiser"]
         self.polished = state.get("polished", False)
+        self.heads_trained = state.get("heads_trained", False)
         if self.stage == "done" and self.config.polish is not None and not self.polished:
             self.stage, self.epoch, self.opt_state = "polish", 0, None  # a polish stage added after training
+        elif self.stage == "done" and self.config.heads is not None and not self.heads_trained:
+            self.stage, self.epoch, self.opt_state = "heads", 0, None  # a heads stage added after training
         self.generator.set_state(state["generator"])
         log.info("resuming %s at stage %s, epoch %d", self.run_dir, self.stage, self.epoch)
         if not joint_started and self.stage == "joint":
             if state.get("generator_before_joint") is not None:
                 self.generator.set_state(state["generator_before_joint"])
             self._prepare_joint()
+
+    def _source_split(self, source: Path) -> Path:
+        """Where the split to fine-tune lies. A config file names the split it trains: its run folder beside
+        this one (runs/<its name>), trained there first (or resumed) unless the folder holds only the split's
+        exported checkpoint."""
+        if source.suffix not in CONFIG_SUFFIXES:
+            return source
+        base = load_config(source)
+        run = self.run_dir.parent / base.name
+        if (run / CHECKPOINT).exists() or not (run / BUNDLE_CHECKPOINT).exists():
+            log.info("fine_tune_from: training %s in %s first", source, run)
+            with torch.random.fork_rng():  # this run draws the same numbers whether the base was trained now or not
+                Trainer(base, run, self.dataset if base.dataset == self.config.dataset else None, self.progress).run()
+        return run
 
     def _start_from(self, source: Path) -> None:
         """Take a trained split's weights; what this config reshapes (the quantizer for another level
@@ -211,6 +230,7 @@ class Trainer:
             "stage": self.stage,
             "epoch": self.epoch,
             "polished": self.polished,
+            "heads_trained": self.heads_trained,
             "optimiser": None if optimiser is None else {"opt": optimiser.state_dict(), "sched": scheduler.state_dict()},
             "generator": self.generator.get_state(),
             "generator_before_joint": self._generator_before_joint,
@@ -241,11 +261,16 @@ class Trainer:
             self._remap()
         if self.stage == "joint":
             self._train_joint(self.config.joint_training, "joint")
-            self.stage = "polish" if self.config.polish is not None else "done"
+            self.stage = "polish" if self.config.polish is not None else self._after_polish()
             self._save()
         if self.stage == "polish":
             self._train_joint(self.config.polish, "polish")
-            self.stage, self.polished = "done", True
+            self.stage, self.polished = self._after_polish(), True
+            self._save()
+        if self.stage == "heads":
+            assert self.config.heads is not None
+            self._train_heads(self.config.heads)
+            self.stage, self.heads_trained = "done", True
             self._save()
         self._log({"stage": "done", "seconds_this_run": round(time.time() - started, 1)})
         assert self.reference_extractor is not None
@@ -364,6 +389,53 @@ class Trainer:
             self._save(optimiser, scheduler)
         self.epoch = 0
 
+    def _after_polish(self) -> str:
+        return "heads" if self.config.heads is not None else "done"
+
+    def _train_heads(self, spec: Heads) -> None:
+        """Only the local and remote predictors and the mixing weight learn: the extractor (so the payload and
+        the skewness) and the quantizer stay as the joint stages left them."""
+        self._batch_size = spec.batch_size
+        m = self.model
+        optimiser, scheduler = self._resume_optimiser([*m.local.parameters(), *m.remote.parameters(),
+                                                       m.mixing_logit], spec)
+        teacher = self._teacher() if spec.distill_weight > 0 else None
+        while self.epoch < spec.epochs:
+            m.train()
+            m.extractor.eval()
+            m.evaluator.eval()
+            totals = {"ce": 0.0, "correct": 0, "correct_local": 0}
+            seen = 0
+            bar = tqdm(self._batches(), total=math.ceil(len(self.train_y) / spec.batch_size),
+                       desc=f"heads {self.epoch + 1}/{spec.epochs}", disable=not self.progress, leave=False)
+            for x, y in bar:
+                with torch.no_grad():
+                    features = m.extractor(x)
+                out = m.split(features)
+                ce = F.cross_entropy(out.mixed_logits, y)
+                loss = ce + spec.local_loss_weight * F.cross_entropy(out.local_logits, y) \
+                    + spec.remote_loss_weight * F.cross_entropy(out.remote_logits, y)
+                if teacher is not None:
+                    loss = loss + spec.distill_weight * distillation_loss(out.mixed_logits, teacher(x),
+                                                                          spec.distill_temperature)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                seen += len(y)
+                totals["ce"] += float(ce.detach()) * len(y)
+                totals["correct"] += int((out.mixed_logits.argmax(1) == y).sum())
+                totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
+                bar.set_postfix(acc=totals["correct"] / seen)
+            self.epoch += 1
+            record = {"stage": "heads", "epoch": self.epoch, "train_ce": totals["ce"] / seen,
+                      "train_accuracy": totals["correct"] / seen,
+                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
+            record.update(self.evaluate_split())
+            self._log(record)
+            self._save(optimiser, scheduler)
+        self.epoch = 0
+
     def _teacher(self):
         """The frozen unsplit reference (pre-trained extractor and evaluator) as a distillation target."""
         assert self.reference_extractor is not None
@@ -455,17 +527,20 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 
 
 def _joint_started(state: dict[str, Any]) -> bool:
-    return state["stage"] in ("polish", "done") or (
+    return state["stage"] in ("polish", "heads", "done") or (
         state["stage"] == "joint" and (state["epoch"] > 0 or state["optimiser"] is not None))
 
 
-def _training_part(config: dict[str, Any], joint_started: bool, polish_started: bool) -> dict[str, Any]:
+def _training_part(config: dict[str, Any], joint_started: bool, polish_started: bool,
+                   heads_started: bool) -> dict[str, Any]:
     """The config keys a checkpoint depends on: export settings and thread counts may change between
-    runs; the joint stage's settings (quantizer, heads, losses) until it has taken a step; and the
-    polish stage until it has started."""
-    ignored = {"export", "threads"} | (set() if polish_started else {"polish"})
+    runs; the joint stage's settings (quantizer, heads, losses) until it has taken a step; the
+    polish stage until it has started; and the heads stage until it has started."""
+    ignored = {"export", "threads"}
+    ignored |= set() if polish_started else {"polish"}
+    ignored |= set() if heads_started else {"heads"}
     if not joint_started:
-        ignored |= {"joint_training", "polish", "quantizer"}
+        ignored |= {"joint_training", "polish", "heads", "quantizer"}
         config = {**config, "networks": {key: value for key, value in config["networks"].items()
                                          if key not in ("local", "remote")}}
     return {key: value for key, value in config.items() if key not in ignored}

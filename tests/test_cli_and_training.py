@@ -116,6 +116,54 @@ def test_a_polish_stage_added_after_training_resumes_from_the_trained_model(tmp_
         Trainer(tiny_config(polish={**polish, "lam": 0.4}), tmp_path, dataset=data, progress=False)
 
 
+def test_a_heads_stage_fits_only_the_predictors_and_leaves_the_payload_as_it_was(tmp_path):
+    import torch
+
+    data = synthetic_dataset()
+    trained = Trainer(tiny_config(), tmp_path, dataset=data, progress=False)
+    trained.run()
+    before = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    heads = {"epochs": 2, "batch_size": 32, "lr": 0.05, "distill_weight": 1.0}
+    again = Trainer(tiny_config(heads=heads), tmp_path, dataset=data, progress=False)
+    assert again.stage == "heads"  # a heads stage added after training
+    again.run()
+    after = again.model.state_dict()
+    frozen = [k for k in before if k.startswith(("extractor.", "evaluator.", "quantizer."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["remote.0.weight"], after["remote.0.weight"])
+    assert not torch.equal(before["local.1.weight"], after["local.1.weight"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["stage"] == "heads"] == [1, 2]
+    # the indices sent are those the joint stage left
+    sent = [r["test_bits_per_symbol"] for r in records if r["stage"] in ("joint", "heads")]
+    assert sent[-1] == sent[-3]
+    assert Trainer(tiny_config(heads=heads), tmp_path, dataset=data, progress=False).stage == "done"
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny_config(heads={**heads, "lr": 0.01}), tmp_path, dataset=data, progress=False)
+
+
+def test_fine_tuning_from_a_config_trains_its_split_first_and_then_reuses_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = tiny_config(name="tiny-base").model_dump(mode="json")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    data = synthetic_dataset()
+    tuned = tiny_config(joint_training={"epochs": 1, "batch_size": 32, "lr": 0.01}, fine_tune_from="base.yaml")
+    Trainer(tuned, tmp_path / "runs" / "tiny", dataset=data, progress=False).run()
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "runs/tiny-base/metrics.jsonl").read_text().splitlines()]
+    assert "reference" in stages and stages[-1] == "done"
+    first = json.loads((tmp_path / "runs/tiny/metrics.jsonl").read_text().splitlines()[0])
+    assert (first["stage"], first["source"]) == ("fine-tune-start", str(tmp_path / "runs/tiny-base" / CHECKPOINT))
+    # a second fine-tune finds the base finished: nothing of it is trained again
+    Trainer(tuned, tmp_path / "runs" / "tiny-again", dataset=data, progress=False).run()
+    again = [json.loads(line)["stage"] for line in (tmp_path / "runs/tiny-base/metrics.jsonl").read_text().splitlines()]
+    assert again.count("reference") == stages.count("reference")
+    # a folder holding only the split's exported checkpoint is used as it is
+    (tmp_path / "runs/tiny-base" / CHECKPOINT).unlink()
+    (tmp_path / "runs/tiny-base/partitioner.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="tiny-base/partitioner.safetensors is not a readable"):
+        Trainer(tuned, tmp_path / "runs" / "tiny-third", dataset=data, progress=False)
+
+
 def test_a_config_extends_its_base_and_states_only_what_differs(tmp_path):
     from partitioner.config import load_config
 
