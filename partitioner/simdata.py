@@ -3,6 +3,12 @@
     python -m partitioner.simdata --agilenn bundles/fashion-mnist --baselines bundles/baselines \
         --out bundles/baselines/measured.json [--export-splits [--export-cut extractor.3]] \
         [--variants bundles/variants]
+    python -m partitioner.simdata --agilenn bundles/fashion-mnist --out bundles/baselines/measured.json \
+        --refresh-agilenn
+
+`--refresh-agilenn` measures the AgileNN bundle again and replaces its scheme and curve point in an
+existing file, keeping the baselines, variants and cuts measured before (a retrained main bundle
+needs neither the baselines nor the variants at hand).
 
 Per scheme: test accuracy with the exported ONNX models, real encoded bytes per inference
 (median over the test set), the device part's per-layer table (MACs, inner-product length,
@@ -35,6 +41,7 @@ from agilenn.measured import (
     Scheme,
     SchemeKind,
     TradeoffPoint,
+    load_measured,
     write_measured,
 )
 from agilenn.onnx_sessions import create_session
@@ -196,6 +203,27 @@ def build(agilenn: Path, baselines: Path, dataset_name: str | None = None, test_
     return data
 
 
+def refresh_agilenn(agilenn: Path, measured: MeasuredSchemes, dataset: Dataset | None = None) -> MeasuredSchemes:
+    """`measured` with the AgileNN scheme and its curve point measured again from the bundle at `agilenn`."""
+    torch.set_num_threads(1)
+    bundle = Bundle(agilenn)
+    if dataset is None:
+        dataset = load_dataset(bundle.manifest.config["dataset"])
+    if dataset.name != measured.dataset:
+        raise ValueError(f"{agilenn} is a {dataset.name} bundle; the measured file is of {measured.dataset}")
+    names = [s.name for s in measured.schemes]
+    if "agilenn" not in names:
+        raise ValueError("the measured file has no agilenn scheme to refresh")
+    scheme = measure_agilenn(agilenn, dataset.test.head(measured.samples))
+    schemes = [scheme if s.name == "agilenn" else s for s in measured.schemes]
+    tradeoff = [_point(scheme, "agilenn") if (p.family, p.name) == ("agilenn", "agilenn") else p
+                for p in measured.tradeoff]
+    return measured.model_copy(update={
+        "schemes": schemes, "tradeoff": tradeoff, "protocol": protocol_overheads(bundle),
+        "created": time.strftime("%Y-%m-%d"),
+        "command": f"{measured.command}; python -m partitioner.simdata " + " ".join(sys.argv[1:])})
+
+
 def _variant_folders(parent: Path | None, main: Bundle) -> list[Path]:
     """AgileNN bundles under `parent` for the same inputs and labels as `main` (itself excluded)."""
     if parent is None:
@@ -229,7 +257,9 @@ def _point(scheme: Scheme, family: str) -> TradeoffPoint:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m partitioner.simdata", description=__doc__.splitlines()[0])
     parser.add_argument("--agilenn", required=True, help="the AgileNN bundle (its reference network is cut too)")
-    parser.add_argument("--baselines", required=True, help="folder of exported baselines (partitioner.baselines)")
+    parser.add_argument("--baselines", help="folder of exported baselines (partitioner.baselines)")
+    parser.add_argument("--refresh-agilenn", action="store_true",
+                        help="measure only the AgileNN bundle again and replace it in the existing --out file")
     parser.add_argument("--out", required=True)
     parser.add_argument("--variants", default=None, type=Path,
                         help="folder of AgileNN variant bundles (scripts/train_variants.sh), points of its curve")
@@ -249,16 +279,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.export_cut is not None and not args.export_splits:
         parser.error("--export-cut names the layer split to export; it needs --export-splits")
+    if not args.refresh_agilenn and args.baselines is None:
+        parser.error("--baselines is required (or --refresh-agilenn with an existing --out file)")
     logging.basicConfig(level=logging.WARNING)
+    if args.refresh_agilenn:
+        if not Path(args.out).exists():
+            parser.error(f"--refresh-agilenn: {args.out} does not exist; measure every scheme first")
+        data = refresh_agilenn(Path(args.agilenn), load_measured(args.out))
+    else:
+        data = _build_from_args(parser, args)
+    write_measured(args.out, data)
+    summary = {s.name: {"accuracy": round(s.accuracy, 4), "payload_bytes": s.payload_bytes} for s in data.schemes}
+    print(json.dumps(summary))
+    return 0
+
+
+def _build_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> MeasuredSchemes:
     try:
         data = build(Path(args.agilenn), Path(args.baselines), args.dataset, args.limit, args.export_splits,
                      variants=args.variants, export_cut_name=args.export_cut, image_codecs=args.image_codecs)
     except UnknownCutError as exc:
         parser.error(str(exc))
-    write_measured(args.out, data)
-    summary = {s.name: {"accuracy": round(s.accuracy, 4), "payload_bytes": s.payload_bytes} for s in data.schemes}
-    print(json.dumps(summary))
-    return 0
+    return data
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 #   scripts/simulate_all.sh            # measure, calibrate the host, write reports (+ emulate as root)
 #   TRAIN=1 scripts/simulate_all.sh    # first train and export every baseline in configs/baselines/
 #                                      # and the AgileNN variants in configs/variants/
+#   REFRESH=1 scripts/simulate_all.sh  # after retraining the bundle only: measure it again in the
+#                                      # measured file (baselines, variants, cuts and the host profile kept)
 # Needs the train extra (torch) for the measuring step; run it on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +29,12 @@ if [[ -z "$EXPORT_CUT" && -f "$MEASURED" ]]; then
 fi
 EXPORT=(--export-splits)
 [[ -n "$EXPORT_CUT" ]] && EXPORT+=(--export-cut "$EXPORT_CUT")
-"$PY" -m partitioner.simdata --agilenn "$BUNDLE" --baselines bundles/baselines \
-    --out "$MEASURED" "${EXPORT[@]}" ${VARIANTS[@]+"${VARIANTS[@]}"}
+if [[ "${REFRESH:-0}" == 1 ]]; then
+  "$PY" -m partitioner.simdata --agilenn "$BUNDLE" --out "$MEASURED" --refresh-agilenn
+else
+  "$PY" -m partitioner.simdata --agilenn "$BUNDLE" --baselines bundles/baselines \
+      --out "$MEASURED" "${EXPORT[@]}" ${VARIANTS[@]+"${VARIANTS[@]}"}
+fi
 CHOSEN=$(chosen_cut "$MEASURED" stm32f746-216mhz wifi-6mbps)
 if [[ "$CHOSEN" != "$EXPORT_CUT" ]]; then
   echo "the re-measured file makes the simulator choose $CHOSEN for stm32f746-216mhz over wifi-6mbps;" \
@@ -37,7 +43,9 @@ fi
 # real-time priority where allowed: other tasks on the machine then disturb the timings less
 RT=()
 [[ $(id -u) == 0 ]] && RT=(chrt -f 50)
-${RT[@]+"${RT[@]}"} "$AGILENN" simulate calibrate --write simulation/profiles/devices/host.yaml > /dev/null
+if [[ "${REFRESH:-0}" != 1 ]]; then
+  ${RT[@]+"${RT[@]}"} "$AGILENN" simulate calibrate --write simulation/profiles/devices/host.yaml > /dev/null
+fi
 mkdir -p reports
 for link in wifi-6mbps ble-270kbps; do
   "$AGILENN" simulate --device stm32f746-216mhz --link "$link" --json > "reports/simulate-stm32f746-216mhz-$link.json"

@@ -40,7 +40,7 @@ def measured_file(trained_tiny_bundle, tmp_path_factory):
     variant = tiny_config(name="tiny-l2", quantizer={"levels": 2}, fine_tune_from=str(tiny_bundle.folder),
                           joint_training={"epochs": 1, "batch_size": 32, "lr": 0.01})
     tuned = Trainer(variant, folder / "runs-v", dataset=dataset, progress=False).run()
-    variants = tmp_path_factory.mktemp("variants")
+    variants = folder / "variants"  # no bundle itself: the baselines' scan passes over it
     export_bundle(tuned.model, tuned.reference_extractor, variant, dataset, variants / "tiny-l2")
     data = build(tiny_bundle.folder, folder, dataset=dataset, variants=variants)
     return write_measured(folder / "measured.json", data)
@@ -61,6 +61,23 @@ def test_measured_file_holds_every_scheme_and_cut(measured_file):
     assert set(curve) == {"agilenn", "tiny-l2"}
     assert (curve["agilenn"].levels, curve["tiny-l2"].levels) == (4, 2)
     assert curve["tiny-l2"].device_macs == curve["agilenn"].device_macs > 0
+
+
+def test_refreshing_agilenn_replaces_its_scheme_and_point_and_keeps_the_rest(measured_file):
+    from partitioner.simdata import refresh_agilenn
+    from partitioner.testing import synthetic_dataset
+
+    before = load_measured(measured_file)
+    variant = next(p for p in before.tradeoff if p.name == "tiny-l2")
+    refreshed = refresh_agilenn(measured_file.parent / "variants" / "tiny-l2", before, synthetic_dataset())
+    agile = refreshed.scheme("agilenn")
+    assert (agile.levels, agile.accuracy, agile.payload_bytes) == (2, variant.accuracy, variant.payload_bytes)
+    assert [s.name for s in refreshed.schemes] == [s.name for s in before.schemes]
+    assert [s for s in refreshed.schemes if s.name != "agilenn"] == [s for s in before.schemes if s.name != "agilenn"]
+    assert refreshed.cuts == before.cuts
+    curve = {p.name: p for p in refreshed.tradeoff}
+    assert curve["agilenn"].levels == 2 and curve["tiny-l2"] == variant
+    assert [p.name for p in refreshed.tradeoff] == [p.name for p in before.tradeoff]
 
 
 def test_simulate_json_has_the_promised_fields(measured_file, capsys):
