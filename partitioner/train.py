@@ -533,10 +533,10 @@ def _joint_started(state: dict[str, Any]) -> bool:
 
 def _training_part(config: dict[str, Any], joint_started: bool, polish_started: bool,
                    heads_started: bool) -> dict[str, Any]:
-    """The config keys a checkpoint depends on: export settings and thread counts may change between
-    runs; the joint stage's settings (quantizer, heads, losses) until it has taken a step; the
+    """The config keys a checkpoint depends on: the name, export settings and thread counts may change
+    between runs (a finished run exports under another name); the joint stage's settings (quantizer, heads, losses) until it has taken a step; the
     polish stage until it has started; and the heads stage until it has started."""
-    ignored = {"export", "threads"}
+    ignored = {"name", "export", "threads"}
     ignored |= set() if polish_started else {"polish"}
     ignored |= set() if heads_started else {"heads"}
     if not joint_started:

@@ -100,6 +100,8 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     assert (tmp_path / CHECKPOINT).exists()
     with pytest.raises(ValueError, match="different config"):
         Trainer(tiny_config(seed=1), tmp_path, dataset=data, progress=False)
+    # the name is a label, not a setting: a finished run exports under another one
+    assert Trainer(tiny_config(name="tiny-renamed"), tmp_path, dataset=data, progress=False).stage == "done"
 
 
 def test_a_polish_stage_added_after_training_resumes_from_the_trained_model(tmp_path):
