@@ -33,8 +33,8 @@ def test_evaluation_reproduces_the_export_metrics(bundle, measured):
 def test_accuracy_targets(measured):
     assert measured.accuracy_reference >= 0.925
     assert measured.accuracy_local_only >= 0.88
-    assert measured.accuracy >= 0.90
-    assert measured.accuracy >= measured.accuracy_reference - 0.025
+    assert measured.accuracy >= 0.915
+    assert measured.accuracy >= measured.accuracy_reference - 0.012
 
 
 def test_compression_target(measured):
