@@ -378,16 +378,21 @@ class Trainer:
                 totals["correct"] += int((out.mixed_logits.argmax(1) == y).sum())
                 totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
                 bar.set_postfix(acc=totals["correct"] / seen, skew=totals["skewness"] / seen)
-            self.epoch += 1
-            record = {"stage": stage, "epoch": self.epoch,
-                      "train_ce": totals["ce"] / seen, "train_skewness": totals["skewness"] / seen,
-                      "train_disorder": totals["disorder"] / seen, "train_bits_per_symbol": totals["rate_bits"] / seen,
-                      "train_accuracy": totals["correct"] / seen,
-                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
-            record.update(self.evaluate_split())
-            self._log(record)
-            self._save(optimiser, scheduler)
+            self._finish_epoch(stage, totals, seen, optimiser, scheduler,
+                               train_skewness=totals["skewness"] / seen, train_disorder=totals["disorder"] / seen,
+                               train_bits_per_symbol=totals["rate_bits"] / seen)
         self.epoch = 0
+
+    def _finish_epoch(self, stage: str, totals: dict[str, float], seen: int, optimiser, scheduler,
+                      **figures: float) -> None:
+        """Count a joint or heads epoch, log its training figures with the test checks, save the run."""
+        self.epoch += 1
+        record = {"stage": stage, "epoch": self.epoch, "train_ce": totals["ce"] / seen, **figures,
+                  "train_accuracy": totals["correct"] / seen, "train_accuracy_local": totals["correct_local"] / seen,
+                  "alpha_local": self.model.alpha().item()}
+        record.update(self.evaluate_split())
+        self._log(record)
+        self._save(optimiser, scheduler)
 
     def _after_polish(self) -> str:
         return "heads" if self.config.heads is not None else "done"
@@ -427,13 +432,7 @@ class Trainer:
                 totals["correct"] += int((out.mixed_logits.argmax(1) == y).sum())
                 totals["correct_local"] += int((out.local_logits.argmax(1) == y).sum())
                 bar.set_postfix(acc=totals["correct"] / seen)
-            self.epoch += 1
-            record = {"stage": "heads", "epoch": self.epoch, "train_ce": totals["ce"] / seen,
-                      "train_accuracy": totals["correct"] / seen,
-                      "train_accuracy_local": totals["correct_local"] / seen, "alpha_local": m.alpha().item()}
-            record.update(self.evaluate_split())
-            self._log(record)
-            self._save(optimiser, scheduler)
+            self._finish_epoch("heads", totals, seen, optimiser, scheduler)
         self.epoch = 0
 
     def _teacher(self):
