@@ -144,7 +144,7 @@ class PartitionConfig(_Strict):
     threads: int = Field(2, ge=1)
     fine_tune_from: str | None = Field(None, description=(
         "start from a trained split (a bundle folder, a run folder, a checkpoint file, or a config file: the "
-        "split it trains in runs/<its name>, trained first when not there; relative to the "
+        "split it trains in runs/<its name> (beside this run's folder), trained first when not there; relative to the "
         "working directory, as runs/ is, not to the config file) instead of "
         "pre-training: its extractor and evaluator are kept, parameters whose shape this config changes "
         "start fresh, and only joint_training (and polish and heads) run"))

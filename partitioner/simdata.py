@@ -7,8 +7,9 @@
         --refresh-agilenn
 
 `--refresh-agilenn` measures the AgileNN bundle again and replaces its scheme and curve point in an
-existing file, keeping the baselines, variants and cuts measured before (a retrained main bundle
-needs neither the baselines nor the variants at hand).
+existing file, keeping the baselines, variants and cuts measured before (a main bundle continued from
+the same reference network needs neither the baselines nor the variants at hand; one with another
+reference network is refused).
 
 Per scheme: test accuracy with the exported ONNX models, real encoded bytes per inference
 (median over the test set), the device part's per-layer table (MACs, inner-product length,
@@ -215,6 +216,11 @@ def refresh_agilenn(agilenn: Path, measured: MeasuredSchemes, dataset: Dataset |
     if "agilenn" not in names:
         raise ValueError("the measured file has no agilenn scheme to refresh")
     scheme = measure_agilenn(agilenn, dataset.test.head(measured.samples))
+    before = measured.scheme("agilenn").accuracy_reference
+    if before is not None and scheme.accuracy_reference != before:
+        # local-large, full offload, the layer split and the cuts were measured on the old reference network
+        raise ValueError(f"{agilenn} has another reference network (accuracy {scheme.accuracy_reference} against "
+                         f"{before}); measure every scheme again instead of refreshing")
     schemes = [scheme if s.name == "agilenn" else s for s in measured.schemes]
     tradeoff = [_point(scheme, "agilenn") if (p.family, p.name) == ("agilenn", "agilenn") else p
                 for p in measured.tradeoff]
@@ -259,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agilenn", required=True, help="the AgileNN bundle (its reference network is cut too)")
     parser.add_argument("--baselines", help="folder of exported baselines (partitioner.baselines)")
     parser.add_argument("--refresh-agilenn", action="store_true",
-                        help="measure only the AgileNN bundle again and replace it in the existing --out file")
+                        help="measure only the AgileNN bundle again and replace it in the existing --out file "
+                             "(a bundle continued from the same reference network)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--variants", default=None, type=Path,
                         help="folder of AgileNN variant bundles (scripts/train_variants.sh), points of its curve")
@@ -281,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--export-cut names the layer split to export; it needs --export-splits")
     if not args.refresh_agilenn and args.baselines is None:
         parser.error("--baselines is required (or --refresh-agilenn with an existing --out file)")
+    if args.refresh_agilenn:
+        ignored = [flag for flag, given in (("--baselines", args.baselines), ("--variants", args.variants),
+                                             ("--dataset", args.dataset), ("--limit", args.limit),
+                                             ("--export-splits", args.export_splits),
+                                             ("--image-codecs", args.image_codecs)) if given]
+        if ignored:
+            parser.error(f"--refresh-agilenn measures only the AgileNN bundle; {', '.join(ignored)} would be ignored")
     logging.basicConfig(level=logging.WARNING)
     if args.refresh_agilenn:
         if not Path(args.out).exists():

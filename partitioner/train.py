@@ -75,8 +75,9 @@ def supervised_epoch(forward, batches, optimiser, scheduler) -> tuple[float, int
 
 class Trainer:
     def __init__(self, config: PartitionConfig, run_dir: str | Path, dataset: Dataset | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, *, sources: tuple[Path, ...] = ()) -> None:
         self.config = config
+        self._sources = sources  # config files being trained as fine_tune_from sources, outermost first
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
@@ -143,16 +144,22 @@ class Trainer:
 
     def _source_split(self, source: Path) -> Path:
         """Where the split to fine-tune lies. A config file names the split it trains: its run folder beside
-        this one (runs/<its name>), trained there first (or resumed) unless the folder holds only the split's
-        exported checkpoint."""
+        this one (runs/<its name> by default), trained there first (or resumed) unless the folder holds only
+        the split's exported checkpoint."""
         if source.suffix not in CONFIG_SUFFIXES:
             return source
+        if source.resolve() in self._sources:
+            chain = " -> ".join(str(p) for p in (*self._sources, source.resolve()))
+            raise ValueError(f"fine_tune_from: {source} loops back to itself ({chain})")
         base = load_config(source)
         run = self.run_dir.parent / base.name
         if (run / CHECKPOINT).exists() or not (run / BUNDLE_CHECKPOINT).exists():
             log.info("fine_tune_from: training %s in %s first", source, run)
+            threads = torch.get_num_threads()
             with torch.random.fork_rng():  # this run draws the same numbers whether the base was trained now or not
-                Trainer(base, run, self.dataset if base.dataset == self.config.dataset else None, self.progress).run()
+                Trainer(base, run, self.dataset if base.dataset == self.config.dataset else None, self.progress,
+                        sources=(*self._sources, source.resolve())).run()
+            torch.set_num_threads(threads)
         return run
 
     def _start_from(self, source: Path) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fine-tune the AgileNN variants of configs/variants/ from the committed bundle and export each to
-# bundles/variants/<name>. Rerunning resumes each from its run folder (runs/<name>).
+# Fine-tune the AgileNN variants of configs/variants/ from the base split (configs/fashion_mnist_base.yaml,
+# in runs/fashion-mnist-base, trained first when not there) and export each to bundles/variants/<name>.
+# Rerunning resumes each from its run folder (runs/<name>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

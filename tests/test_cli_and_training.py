@@ -136,7 +136,7 @@ def test_a_heads_stage_fits_only_the_predictors_and_leaves_the_payload_as_it_was
     assert not torch.equal(before["local.1.weight"], after["local.1.weight"])
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["stage"] == "heads"] == [1, 2]
-    # the indices sent are those the joint stage left
+    # the test indices' entropy is what the joint stage left (the parameters above say why)
     sent = [r["test_bits_per_symbol"] for r in records if r["stage"] in ("joint", "heads")]
     assert sent[-1] == sent[-3]
     assert Trainer(tiny_config(heads=heads), tmp_path, dataset=data, progress=False).stage == "done"
@@ -164,6 +164,16 @@ def test_fine_tuning_from_a_config_trains_its_split_first_and_then_reuses_it(tmp
     (tmp_path / "runs/tiny-base/partitioner.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="tiny-base/partitioner.safetensors is not a readable"):
         Trainer(tuned, tmp_path / "runs" / "tiny-third", dataset=data, progress=False)
+
+
+def test_fine_tuning_from_configs_that_loop_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, source in (("a", "b.yaml"), ("b", "a.yaml")):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tiny_config(name=name, fine_tune_from=source)
+                                                                .model_dump(mode="json")))
+    with pytest.raises(ValueError, match=r"fine_tune_from: b.yaml loops back to itself \(.*b.yaml -> .*a.yaml -> "):
+        Trainer(tiny_config(fine_tune_from="b.yaml"), tmp_path / "runs" / "tiny", dataset=synthetic_dataset(),
+                progress=False)
 
 
 def test_a_config_extends_its_base_and_states_only_what_differs(tmp_path):

@@ -78,6 +78,21 @@ def test_refreshing_agilenn_replaces_its_scheme_and_point_and_keeps_the_rest(mea
     curve = {p.name: p for p in refreshed.tradeoff}
     assert curve["agilenn"].levels == 2 and curve["tiny-l2"] == variant
     assert [p.name for p in refreshed.tradeoff] == [p.name for p in before.tradeoff]
+    # another reference network: the kept rows would be stale
+    other = before.model_copy(update={"schemes": [s.model_copy(update={"accuracy_reference": 0.5})
+                                                  if s.name == "agilenn" else s for s in before.schemes]})
+    with pytest.raises(ValueError, match="another reference network"):
+        refresh_agilenn(measured_file.parent / "variants" / "tiny-l2", other, synthetic_dataset())
+
+
+def test_refreshing_refuses_the_options_it_would_ignore(tmp_path, capsys):
+    from partitioner.simdata import main as simdata_main
+
+    with pytest.raises(SystemExit) as exit_:
+        simdata_main(["--agilenn", str(tmp_path), "--out", str(tmp_path / "m.json"), "--refresh-agilenn",
+                      "--baselines", str(tmp_path), "--limit", "5"])
+    assert exit_.value.code == 2
+    assert "--baselines, --limit would be ignored" in capsys.readouterr().err
 
 
 def test_simulate_json_has_the_promised_fields(measured_file, capsys):
