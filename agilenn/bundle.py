@@ -209,9 +209,21 @@ class Bundle:
                     f"{self.folder}: contents hash to {actual} but the manifest says {self.manifest.bundle_hash}; "
                     "the bundle was modified after export"
                 )
-        self.codec: Codec = codec_from_manifest(self.manifest.codec)
+        self.codec: Codec = self._codec()
         self.centroids = np.asarray(self.manifest.quantizer.centroids, dtype=np.float32)
         self._sessions: dict[tuple[str, int], Any] = {}
+
+    def _codec(self) -> Codec:
+        """The manifest's codec, which must code the indices the split sends."""
+        try:
+            codec = codec_from_manifest(self.manifest.codec)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"{self.folder}: the manifest's codec entry is invalid: {exc}") from None
+        expected = (self.remote_shape, self.manifest.quantizer.levels)
+        if (tuple(codec.shape), codec.levels) != expected:
+            raise BundleError(f"{self.folder}: the codec codes indices shaped {tuple(codec.shape)} at {codec.levels} "
+                              f"levels, but the split sends {expected[0]} at {expected[1]}")
+        return codec
 
     @property
     def bundle_hash(self) -> str:

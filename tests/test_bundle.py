@@ -27,6 +27,21 @@ def test_bundle_errors_name_the_problem(tmp_path):
         Bundle(tmp_path)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"shape": [4, 4, 5]}, r"codes indices shaped \(4, 4, 5\) at 4 levels, but the split sends \(4, 4, 4\) at 4"),
+    ({"shape": [3, 4, 4]}, "the manifest's codec entry is invalid: tables shaped"),
+    ({"id": "range-v2"}, "the manifest's codec entry is invalid: codec 'range-v2' with tables shaped"),
+])
+def test_a_codec_that_does_not_fit_the_split_is_refused_by_name(tiny_bundle, tmp_path, change, message):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.folder, copy)
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["codec"].update(change)
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        Bundle(copy, verify=False)  # the hash would refuse it first; a bundle with the error exported in it would not
+
+
 def test_prepare_rejects_inputs_of_the_wrong_shape(tiny_bundle):
     with pytest.raises(BundleError, match=r"\(1, 8, 8\)"):
         tiny_bundle.prepare(np.zeros((2, 1, 8, 8), dtype=np.uint8))
