@@ -85,16 +85,6 @@ def test_refreshing_agilenn_replaces_its_scheme_and_point_and_keeps_the_rest(mea
         refresh_agilenn(measured_file.parent / "variants" / "tiny-l2", other, synthetic_dataset())
 
 
-def test_refreshing_refuses_the_options_it_would_ignore(tmp_path, capsys):
-    from partitioner.simdata import main as simdata_main
-
-    with pytest.raises(SystemExit) as exit_:
-        simdata_main(["--agilenn", str(tmp_path), "--out", str(tmp_path / "m.json"), "--refresh-agilenn",
-                      "--baselines", str(tmp_path), "--limit", "5"])
-    assert exit_.value.code == 2
-    assert "--baselines, --limit would be ignored" in capsys.readouterr().err
-
-
 def test_simulate_json_has_the_promised_fields(measured_file, capsys):
     assert simulate_main(["--measured", str(measured_file), "--device", "stm32f746-216mhz",
                           "--link", "wifi-6mbps", "--json"]) == 0

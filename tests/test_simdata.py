@@ -39,3 +39,11 @@ def test_an_unknown_cut_is_refused_before_anything_is_measured(trained_tiny_bund
         err = capsys.readouterr().err
         assert f"--export-cut {wrong!r} is not an interior cut" in err and ", ".join(names) in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_refreshing_refuses_the_options_it_would_ignore(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        simdata_main(["--agilenn", str(tmp_path), "--out", str(tmp_path / "m.json"), "--refresh-agilenn",
+                      "--baselines", str(tmp_path), "--limit", "5"])
+    assert exit_.value.code == 2
+    assert "--baselines, --limit would be ignored" in capsys.readouterr().err
