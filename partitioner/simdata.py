@@ -212,11 +212,11 @@ def refresh_agilenn(agilenn: Path, measured: MeasuredSchemes, dataset: Dataset |
         dataset = load_dataset(bundle.manifest.config["dataset"])
     if dataset.name != measured.dataset:
         raise ValueError(f"{agilenn} is a {dataset.name} bundle; the measured file is of {measured.dataset}")
-    names = [s.name for s in measured.schemes]
-    if "agilenn" not in names:
+    old = next((s for s in measured.schemes if s.name == "agilenn"), None)
+    if old is None:
         raise ValueError("the measured file has no agilenn scheme to refresh")
     scheme = measure_agilenn(agilenn, dataset.test.head(measured.samples))
-    before = measured.scheme("agilenn").accuracy_reference
+    before = old.accuracy_reference
     if before is not None and scheme.accuracy_reference != before:
         # local-large, full offload, the layer split and the cuts were measured on the old reference network
         raise ValueError(f"{agilenn} has another reference network (accuracy {scheme.accuracy_reference} against "

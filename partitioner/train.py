@@ -540,8 +540,8 @@ def _joint_started(state: dict[str, Any]) -> bool:
 def _training_part(config: dict[str, Any], joint_started: bool, polish_started: bool,
                    heads_started: bool) -> dict[str, Any]:
     """The config keys a checkpoint depends on: the name, export settings and thread counts may change
-    between runs (a finished run exports under another name); the joint stage's settings (quantizer, heads, losses) until it has taken a step; the
-    polish stage until it has started; and the heads stage until it has started."""
+    between runs (a finished run exports under another name); the joint stage's settings (quantizer,
+    predictors, losses) until it has taken a step; the polish and heads stages until each has started."""
     ignored = {"name", "export", "threads"}
     ignored |= set() if polish_started else {"polish"}
     ignored |= set() if heads_started else {"heads"}
