@@ -1,6 +1,8 @@
 import os
 import shutil
+import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,27 @@ def worker_server():
     return ServerThread
 
 
+def _start_local_ray(ray, attempts: int = 2) -> str:
+    """ray.init in a fresh temp folder, once more when the node does not come up: on a loaded 2-core machine
+    Ray's raylet now and then fails to register within Ray's fixed 30 s ("The current node timed out during
+    startup"), leaving no log of why. The failed attempt's processes (started with its folder in their
+    command line) are stopped first. Returns the folder of the Ray that started."""
+    for attempt in range(1, attempts + 1):
+        temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+            return temp
+        except Exception as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            warnings.warn(f"Ray did not start (attempt {attempt} of {attempts}), starting it again: {exc}",
+                          stacklevel=1)
+            ray.shutdown()
+            subprocess.run(["pkill", "-f", temp], check=False)
+            shutil.rmtree(temp, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for a test module (~3 s and ~0.8 GiB to start), yielded as the `ray` module: no auth
@@ -62,8 +85,7 @@ def local_ray():
     ray = pytest.importorskip("ray", reason="starts Ray: needs the cloud extra")
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+    temp = _start_local_ray(ray)
     try:
         yield ray
     finally:
